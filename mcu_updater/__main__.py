@@ -1,0 +1,3 @@
+from mcu_updater.cli import main
+
+raise SystemExit(main())
