@@ -239,6 +239,9 @@ def decode_init_packet(raw: bytes) -> InitPacket:
         packet.ParseFromString(raw)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise PackageError(f"init packet does not decode as a DFU Packet ({exc})", _REBUILD) from exc
+    if not packet.IsInitialized():
+        missing = ", ".join(packet.FindInitializationErrors())
+        raise PackageError(f"init packet lacks required fields: {missing}", _REBUILD)
 
     signature_type = signature = None
     if packet.HasField("signed_command"):

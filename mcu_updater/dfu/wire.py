@@ -112,7 +112,7 @@ RESULT_TEXT: Final[dict[ResultCode, tuple[str, str]]] = {
         "check that the package is signed with a 64-byte ECDSA P-256 signature; retry if it was a "
         "flash write failure",
     ),
-    ResultCode.EXT_ERROR: ("the bootloader reported an extended error", ""),
+    ResultCode.EXT_ERROR: ("the bootloader reported an extended error", "see the extended error code"),
 }
 
 EXT_TEXT: Final[dict[ExtError, tuple[str, str]]] = {
@@ -210,10 +210,15 @@ def describe_result(
     """Human message and remediation hint for a device result (and extended error)."""
     fields = _fields(ctx or RejectionContext())
     if result == ResultCode.EXT_ERROR:
+        if ext is None:
+            return (
+                "the bootloader reported an extended error without its code",
+                "retry; if it repeats, check the serial line",
+            )
         try:
-            message, hint = EXT_TEXT[ExtError(ext if ext is not None else -1)]
+            message, hint = EXT_TEXT[ExtError(ext)]
         except ValueError:
-            return (f"the bootloader reported unknown extended error 0x{ext or 0:02X}", "retry")
+            return (f"the bootloader reported unknown extended error 0x{ext:02X}", "retry")
         return message.format(**fields), hint.format(**fields)
     try:
         return RESULT_TEXT[ResultCode(result)]
