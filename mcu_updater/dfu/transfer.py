@@ -1,0 +1,218 @@
+"""Send one image (init packet + firmware) as DFU objects, resuming from whatever the device holds.
+
+Every attempt starts by asking the device where it is (SELECT), so a retry after a timeout, a CRC
+mismatch or a device reset is the same code path as a resume after a restart:
+
+* command object: if the device already holds exactly our init packet, EXECUTE it again (accepted
+  without re-validation); if it holds a prefix of it, send the rest; otherwise CREATE and send it all.
+* data object: continue from the device's offset when its CRC matches ours (finishing a partial object
+  in place, or EXECUTE-ing a complete one); otherwise go back to the last object boundary, where a
+  CREATE rolls the device back too. Only a mismatch at an executed boundary forces a full restart.
+
+Retries are bounded per object: the count resets whenever an object is committed.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+from mcu_updater.dfu.client import DfuClient
+from mcu_updater.dfu.wire import ObjectType, ResultCode, write_chunk_size
+from mcu_updater.errors import (
+    DeviceRejectedError,
+    PackageError,
+    ProtocolError,
+    TransientError,
+)
+
+DEFAULT_RETRIES: Final = 4
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of an image transfer, as yielded to the caller."""
+
+    image: str
+    phase: str
+    """``init`` (init packet accepted), ``data`` (an object committed) or ``done`` (last EXECUTE)."""
+    offset: int
+    total: int
+    objects_done: int
+    objects_total: int
+    elapsed: float
+    bytes_resent: int
+    retries: int
+
+    @property
+    def fraction(self) -> float:
+        return self.offset / self.total if self.total else 1.0
+
+    @property
+    def throughput(self) -> float:
+        """Firmware bytes per second sent in this transfer so far (committed bytes only)."""
+        return self.offset / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.throughput
+        return (self.total - self.offset) / rate if rate > 0 else None
+
+
+def _is_transient(error: Exception) -> bool:
+    if isinstance(error, DeviceRejectedError):
+        # A device that reset mid-transfer refuses data requests until the init packet is
+        # re-executed; a CREATE/WRITE at the wrong offset is refused as a bad parameter.
+        return error.result in (ResultCode.OPERATION_NOT_PERMITTED, ResultCode.INVALID_PARAMETER)
+    return isinstance(error, TransientError | ProtocolError)
+
+
+class ImageTransfer:
+    """The object algorithm for one image over a connected client."""
+
+    def __init__(
+        self,
+        client: DfuClient,
+        name: str,
+        init_packet: bytes,
+        firmware: bytes,
+        *,
+        mtu: int,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
+        if not firmware:
+            raise PackageError(f"{name}: the firmware image is empty", "rebuild the package")
+        self.client = client
+        self.name = name
+        self.init_packet = init_packet
+        self.firmware = firmware
+        self.chunk = write_chunk_size(mtu)
+        self.retries = retries
+        self.bytes_resent = 0
+        self.retry_count = 0
+        self._object_size = 0
+        self._high_water = 0
+        self._started = 0.0
+
+    async def run(self) -> AsyncIterator[Progress]:
+        """Send the image; yields progress after the init packet and after every object."""
+        self._started = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                async for progress in self._attempt():
+                    if progress.phase == "data":
+                        failures = 0
+                    yield progress
+            except Exception as error:
+                if not _is_transient(error):
+                    raise
+                failures += 1
+                self.retry_count += 1
+                if failures > self.retries:
+                    raise TransientError(
+                        f"{self.name}: gave up after {self.retries} retries at one object ({error})",
+                        "check the serial line (cable, baud rate, flow control) and run the update "
+                        "again: it resumes where it stopped",
+                    ) from error
+                continue
+            return
+
+    def _progress(self, phase: str, offset: int) -> Progress:
+        size = self._object_size or 4096
+        return Progress(
+            image=self.name,
+            phase=phase,
+            offset=offset,
+            total=len(self.firmware),
+            objects_done=-(-offset // size),
+            objects_total=-(-len(self.firmware) // size),
+            elapsed=time.monotonic() - self._started,
+            bytes_resent=self.bytes_resent,
+            retries=self.retry_count,
+        )
+
+    async def _attempt(self) -> AsyncIterator[Progress]:
+        await self._send_init_packet()
+        yield self._progress("init", 0)
+        async for progress in self._send_firmware():
+            yield progress
+
+    async def _send_init_packet(self) -> None:
+        client, dat = self.client, self.init_packet
+        selected = await client.select(ObjectType.COMMAND)
+        if len(dat) > selected.max_size:
+            raise PackageError(
+                f"{self.name}: the init packet is {len(dat)} bytes; the device accepts {selected.max_size}",
+                "rebuild the package",
+            )
+        offset = selected.offset
+        if not (0 < offset <= len(dat) and selected.crc == zlib.crc32(dat[:offset])):
+            await client.create(ObjectType.COMMAND, len(dat))
+            offset = 0
+        await self._stream(dat, offset, len(dat))
+        await self._check_crc(dat, len(dat))
+        await client.execute(client.timeouts.execute_command)
+
+    async def _send_firmware(self) -> AsyncIterator[Progress]:
+        client, fw = self.client, self.firmware
+        selected = await client.select(ObjectType.DATA)
+        size = self._object_size = selected.max_size
+        offset = selected.offset if selected.offset <= len(fw) else 0
+        matches = offset > 0 and selected.crc == zlib.crc32(fw[:offset])
+        if matches and (offset % size or offset == len(fw)):
+            if offset % size and offset < len(fw):
+                end = min(offset - offset % size + size, len(fw))
+                await self._stream(fw, offset, end)
+                offset = end
+            await self._check_crc(fw, offset)
+            await self._execute_data(offset)
+            yield self._progress("done" if offset == len(fw) else "data", offset)
+        elif matches:
+            await client.execute(client.timeouts.execute_data)
+        else:
+            boundary = offset - offset % size
+            if offset and boundary == offset:
+                # Mismatch at an object the device has already executed: it cannot roll that back.
+                await self._restart_from_scratch()
+                boundary = 0
+            offset = boundary
+        while offset < len(fw):
+            end = min(offset + size, len(fw))
+            await client.create(ObjectType.DATA, end - offset)
+            await self._stream(fw, offset, end)
+            await self._check_crc(fw, end)
+            await self._execute_data(end)
+            offset = end
+            yield self._progress("done" if offset == len(fw) else "data", offset)
+
+    async def _restart_from_scratch(self) -> None:
+        await self.client.create(ObjectType.COMMAND, len(self.init_packet))
+        await self._stream(self.init_packet, 0, len(self.init_packet))
+        await self._check_crc(self.init_packet, len(self.init_packet))
+        await self.client.execute(self.client.timeouts.execute_command)
+
+    async def _execute_data(self, end: int) -> None:
+        timeouts = self.client.timeouts
+        final = end == len(self.firmware)
+        await self.client.execute(timeouts.execute_final if final else timeouts.execute_data)
+
+    async def _stream(self, data: bytes, start: int, end: int) -> None:
+        if data is self.firmware:
+            self.bytes_resent += max(0, min(end, self._high_water) - start)
+            self._high_water = max(self._high_water, end)
+        for offset in range(start, end, self.chunk):
+            await self.client.write(data[offset : min(offset + self.chunk, end)])
+
+    async def _check_crc(self, data: bytes, end: int) -> None:
+        reply = await self.client.crc()
+        expected = zlib.crc32(data[:end])
+        if reply.offset != end or reply.crc != expected:
+            raise TransientError(
+                f"{self.name}: the device holds {reply.offset} bytes with CRC 0x{reply.crc:08X}, "
+                f"expected {end} bytes with CRC 0x{expected:08X}",
+                "bytes were lost or corrupted on the line; the object is sent again",
+            )
