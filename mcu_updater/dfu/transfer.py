@@ -6,8 +6,8 @@ mismatch or a device reset is the same code path as a resume after a restart:
 * command object: if the device already holds exactly our init packet, EXECUTE it again (accepted
   without re-validation); if it holds a prefix of it, send the rest; otherwise CREATE and send it all.
 * data object: continue from the device's offset when its CRC matches ours (finishing a partial object
-  in place, or EXECUTE-ing a complete one); otherwise go back to the last object boundary, where a
-  CREATE rolls the device back too. Only a mismatch at an executed boundary forces a full restart.
+  in place, or EXECUTE-ing a complete one); otherwise go back to the start of the unexecuted object,
+  where a CREATE rolls the device back too.
 
 Retries are bounded per object: the count resets whenever an object is committed.
 """
@@ -63,11 +63,16 @@ class Progress:
 
 
 def _is_transient(error: Exception) -> bool:
-    if isinstance(error, DeviceRejectedError):
-        # A device that reset mid-transfer refuses data requests until the init packet is
-        # re-executed; a CREATE/WRITE at the wrong offset is refused as a bad parameter.
+    if isinstance(error, InitPacketRejectedError):
+        # Only an incomplete init packet (bytes lost on the way) is worth sending again.
         return error.result in (ResultCode.OPERATION_NOT_PERMITTED, ResultCode.INVALID_PARAMETER)
-    return isinstance(error, TransientError | ProtocolError)
+    # Every other request we make is valid by construction (the package was validated), so a device
+    # refusal there means the request or its reply was damaged on the line, or the device reset.
+    return isinstance(error, TransientError | ProtocolError | DeviceRejectedError)
+
+
+class InitPacketRejectedError(DeviceRejectedError):
+    """The device validated our init packet and said no (signature, versions, hardware...)."""
 
 
 class ImageTransfer:
@@ -141,7 +146,8 @@ class ImageTransfer:
         async for progress in self._send_firmware():
             yield progress
 
-    async def _send_init_packet(self) -> None:
+    async def _send_init_packet(self, *, fresh: bool = False) -> None:
+        """Make the device hold our accepted init packet; ``fresh`` also clears its data progress."""
         client, dat = self.client, self.init_packet
         selected = await client.select(ObjectType.COMMAND)
         if len(dat) > selected.max_size:
@@ -150,36 +156,39 @@ class ImageTransfer:
                 "rebuild the package",
             )
         offset = selected.offset
-        if not (0 < offset <= len(dat) and selected.crc == zlib.crc32(dat[:offset])):
+        if fresh or not (0 < offset <= len(dat) and selected.crc == zlib.crc32(dat[:offset])):
             await client.create(ObjectType.COMMAND, len(dat))
             offset = 0
         await self._stream(dat, offset, len(dat))
         await self._check_crc(dat, len(dat))
-        await client.execute(client.timeouts.execute_command)
+        try:
+            await client.execute(client.timeouts.execute_command)
+        except DeviceRejectedError as error:
+            raise InitPacketRejectedError(
+                error.message, error.hint, opcode=error.opcode, result=error.result, ext=error.ext
+            ) from None
 
     async def _send_firmware(self) -> AsyncIterator[Progress]:
         client, fw = self.client, self.firmware
         selected = await client.select(ObjectType.DATA)
         size = self._object_size = selected.max_size
-        offset = selected.offset if selected.offset <= len(fw) else 0
-        matches = offset > 0 and selected.crc == zlib.crc32(fw[:offset])
-        if matches and (offset % size or offset == len(fw)):
+        offset = selected.offset
+        if offset > len(fw):
+            # Progress for an image of another size: only a fresh init packet clears it.
+            await self._send_init_packet(fresh=True)
+            offset = 0
+        elif offset and selected.crc == zlib.crc32(fw[:offset]):
             if offset % size and offset < len(fw):
                 end = min(offset - offset % size + size, len(fw))
                 await self._stream(fw, offset, end)
                 offset = end
-            await self._check_crc(fw, offset)
+                await self._check_crc(fw, offset)
             await self._execute_data(offset)
             yield self._progress("done" if offset == len(fw) else "data", offset)
-        elif matches:
-            await client.execute(client.timeouts.execute_data)
-        else:
-            boundary = offset - offset % size
-            if offset and boundary == offset:
-                # Mismatch at an object the device has already executed: it cannot roll that back.
-                await self._restart_from_scratch()
-                boundary = 0
-            offset = boundary
+        elif offset:
+            # Executed objects always passed our CRC check, so the bad bytes are in the object that
+            # holds offset - 1 and was not executed; a CREATE there rolls the device back to its start.
+            offset = (offset - 1) // size * size
         while offset < len(fw):
             end = min(offset + size, len(fw))
             await client.create(ObjectType.DATA, end - offset)
@@ -188,12 +197,6 @@ class ImageTransfer:
             await self._execute_data(end)
             offset = end
             yield self._progress("done" if offset == len(fw) else "data", offset)
-
-    async def _restart_from_scratch(self) -> None:
-        await self.client.create(ObjectType.COMMAND, len(self.init_packet))
-        await self._stream(self.init_packet, 0, len(self.init_packet))
-        await self._check_crc(self.init_packet, len(self.init_packet))
-        await self.client.execute(self.client.timeouts.execute_command)
 
     async def _execute_data(self, end: int) -> None:
         timeouts = self.client.timeouts

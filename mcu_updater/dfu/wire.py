@@ -448,11 +448,14 @@ PROTOCOL_VERSION_LAYOUT: Final = struct.Struct("<B")
 
 
 def write_chunk_size(mtu: int) -> int:
-    """Data bytes per WRITE: fits the MTU even if every byte is escaped, rounded down to whole words.
+    """Data bytes per WRITE, a multiple of 4 (the bootloader silently drops other lengths).
 
-    The bootloader silently drops a WRITE whose length is not a multiple of 4.
+    Two bounds: a WRITE must fit the MTU even if every byte is escaped, and two WRITEs merged by an
+    END lost on the line must still stay below the device's MTU-sized receive buffer, because a full
+    buffer refuses every further byte, END included, and wedges the receiver until the device resets.
+    A merged pair is then just a bad frame that the object's CRC check catches.
     """
-    size = ((mtu - 1) // 2 - 1) // 4 * 4
+    size = (mtu - 4) // 2 // 4 * 4
     if size < 4:
         raise ProtocolError(
             f"the device reports an unusable MTU of {mtu} bytes",
