@@ -8,6 +8,7 @@ from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.wire import ImageType
 from mcu_updater.errors import DeviceRejectedError, TargetNotAnsweringError
 from mcu_updater.sim.device import VirtualNrf52
+from mcu_updater.sim.memory import SimTransport
 from mcu_updater.updater import (
     Action,
     Activated,
@@ -33,6 +34,9 @@ FRESH = Inventory(
         InstalledImage(ImageType.SOFTDEVICE, 6001000, 0x1000, 0x26000),
     )
 )
+
+
+BL_V2 = Inventory((InstalledImage(ImageType.BOOTLOADER, 2, 0x78000, 0x6000),))
 
 
 def with_app(version: int, length: int = 61440) -> Inventory:
@@ -94,7 +98,7 @@ async def test_inventory_of_a_fresh_device() -> None:
 
 async def test_softdevice_and_app_in_two_sessions_with_activation_between() -> None:
     package = fixture_package("sd_app_signed.zip")
-    opened = []
+    opened: list[SimTransport] = []
     async with VirtualNrf52(public_key=key_a()) as nrf:
         events = await collect(UpdateRun(package, connector(nrf, on_open=opened.append)))
         second = await collect(UpdateRun(package, connector(nrf)))
