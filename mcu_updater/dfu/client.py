@@ -44,7 +44,7 @@ class Timeouts:
     """Data EXECUTE of a non-final object (no flash work without progress saving)."""
     execute_final: float = 3.0
     """Final EXECUTE: SHA-256 over the whole image before the reply."""
-    ping: float = 0.25
+    ping: float = 0.1
     """One ping attempt while waiting for the bootloader to boot."""
     ready: float = 10.0
     """How long to keep pinging for a bootloader that is booting or activating an image."""

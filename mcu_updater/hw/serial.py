@@ -21,22 +21,19 @@ from mcu_updater.errors import LinkError
 
 def _holders(port: str) -> list[str]:
     """Processes that have ``port`` open, as "name (pid N)", read from /proc where permitted."""
+    target = os.path.realpath(port)
+    found = []
     try:
-        target = os.path.realpath(port)
-        found = []
-        for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
-                continue
-            try:
-                fds = list((pid_dir / "fd").iterdir())
-                if any(os.path.realpath(fd) == target for fd in fds):
-                    name = (pid_dir / "comm").read_text().strip()
-                    found.append(f"{name} (pid {pid_dir.name})")
-            except OSError:
-                continue
-        return found
+        processes = [p for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
     except OSError:
         return []
+    for pid_dir in processes:
+        try:
+            if any(os.path.realpath(fd) == target for fd in (pid_dir / "fd").iterdir()):
+                found.append(f"{(pid_dir / 'comm').read_text().strip()} (pid {pid_dir.name})")
+        except OSError:
+            continue
+    return found
 
 
 def explain_open_error(port: str, error: BaseException) -> LinkError:
@@ -90,6 +87,8 @@ async def open_serial(
         )
     except (OSError, serial.SerialException, ValueError) as error:
         raise explain_open_error(port, error) from error
+    # connection_made is scheduled with call_soon: let it run so the protocol can write at once.
+    await asyncio.sleep(0)
     serial_port = transport.serial
     if serial_port is not None:
         # Bytes the target sent before we opened (boot banners, half replies) are not ours.

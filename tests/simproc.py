@@ -1,0 +1,89 @@
+"""`mcu-updater simulate` as a child process on a real pty, and our CLI run against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcu_updater.adapters import serial_connector
+from mcu_updater.updater import Inventory, read_inventory
+
+CLI = [sys.executable, "-m", "mcu_updater"]
+FAST_BAUD = 1_000_000  # the simulator models line time at this rate; a pty carries any rate
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def events(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
+
+
+class SimulatorProcess:
+    """A `mcu-updater simulate` child; ``port`` is its pty, ``stop()`` returns its summary."""
+
+    def __init__(self, state: Path, *extra: str, baud: int = FAST_BAUD) -> None:
+        self.baud = baud
+        self.process = subprocess.Popen(
+            [*CLI, "simulate", "--state", str(state), "--baud", str(baud), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline()
+        if not first.startswith("PTY /dev/"):
+            _, err = self.process.communicate(timeout=10)
+            raise AssertionError(f"simulate did not print its pty first: {first!r} {err}")
+        self.port = first.split()[1]
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        out, err = self.process.communicate(timeout=15)
+        assert self.process.returncode == 0, f"simulate exited {self.process.returncode}: {err}"
+        return out
+
+    def __enter__(self) -> SimulatorProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate(timeout=15)
+
+
+def run_cli(*args: str, timeout: float = 120) -> CliResult:
+    done = subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def query_inventory(port: str, baud: int = FAST_BAUD) -> Inventory:
+    """Read FIRMWARE_VERSION from a simulator through the real serial stack."""
+
+    async def query() -> Inventory:
+        client = await serial_connector(port, baud, True)()
+        try:
+            await client.wait_ready()
+            return await read_inventory(client)
+        finally:
+            await client.link.close()
+
+    return asyncio.run(query())
