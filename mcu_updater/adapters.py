@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcu_updater.dfu.client import DfuClient
+from mcu_updater.dfu.client import DfuClient, Timeouts
 from mcu_updater.dfu.keys import load_public_key
 from mcu_updater.dfu.link import DfuLink
 from mcu_updater.dfu.package import DfuPackage, load_package
@@ -12,7 +12,7 @@ from mcu_updater.hw.serial import open_serial
 from mcu_updater.updater import Connector
 
 
-def serial_connector(port: str, baud: int, flow_control: bool) -> Connector:
+def serial_connector(port: str, baud: int, flow_control: bool, timeouts: Timeouts | None = None) -> Connector:
     """Open ``port`` afresh on every call (the bootloader resets between images)."""
 
     async def connect() -> DfuClient:
@@ -20,7 +20,7 @@ def serial_connector(port: str, baud: int, flow_control: bool) -> Connector:
             port, lambda: DfuLink(f"serial port {port}"), baud=baud, flow_control=flow_control
         )
         assert isinstance(link, DfuLink)
-        return DfuClient(link, baud=baud)
+        return DfuClient(link, baud=baud, timeouts=timeouts)
 
     return connect
 

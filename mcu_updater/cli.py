@@ -17,6 +17,7 @@ from mcu_updater import __version__
 from mcu_updater.adapters import load_validated_package, serial_connector
 from mcu_updater.console import Renderer
 from mcu_updater.demo import add_demo_parser, run_demo
+from mcu_updater.dfu.client import Timeouts
 from mcu_updater.dfu.package import DfuPackage
 from mcu_updater.errors import McuUpdaterError, UsageError
 from mcu_updater.sim.cli import add_simulate_parser, run_simulate
@@ -35,6 +36,13 @@ def _positive(text: str) -> int:
     value = int(text, 0)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -74,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flash.add_argument("--hw-version", type=int, help="the target's hw_version; refuse packages for others")
     flash.add_argument("--force", action="store_true", help="send images even if already installed")
+    flash.add_argument(
+        "--ready-timeout",
+        type=_positive_seconds,
+        default=Timeouts().ready,
+        help="how long to ping for the bootloader before giving up (default %(default)s s)",
+    )
     flash.add_argument("--json", action="store_true", help="NDJSON events on stdout")
 
     add_simulate_parser(commands)
@@ -94,7 +108,8 @@ async def _flash(args: argparse.Namespace) -> int:
         )
         prn = args.prn if args.prn is not None else (1 if args.no_flow_control else 0)
         options = Options(force=args.force, prn=prn, hw_version=args.hw_version)
-        connect = serial_connector(args.port, args.baud, not args.no_flow_control)
+        timeouts = Timeouts(ready=args.ready_timeout)
+        connect = serial_connector(args.port, args.baud, not args.no_flow_control, timeouts)
         await run_flash(package, connect, options, renderer)
     except McuUpdaterError as error:
         renderer.error({"exit_code": error.exit_code, "error": error.message, "hint": error.hint})

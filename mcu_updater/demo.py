@@ -19,10 +19,6 @@ from mcu_updater.adapters import serial_connector
 from mcu_updater.console import Renderer
 from mcu_updater.dfu.keys import load_public_key
 from mcu_updater.dfu.package import load_package
-from mcu_updater.sim.cli import summary
-from mcu_updater.sim.device import Timing, VirtualNrf52
-from mcu_updater.sim.pty import PtyServer
-from mcu_updater.sim.state import StateFile
 from mcu_updater.updater import Options, UpdateRun
 
 DEMO_BAUD = 115200
@@ -47,6 +43,12 @@ def _demo_files() -> tuple[Path, Path]:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    # Imported here so that `mcu-updater flash` does not pay for loading the simulator.
+    from mcu_updater.sim.device import Timing, VirtualNrf52  # noqa: PLC0415
+    from mcu_updater.sim.pty import PtyServer  # noqa: PLC0415
+    from mcu_updater.sim.serve import summary  # noqa: PLC0415
+    from mcu_updater.sim.state import StateFile  # noqa: PLC0415
+
     package_path, key_path = _demo_files()
     renderer = Renderer(json_lines=args.json)
     public_key = load_public_key(key_path)

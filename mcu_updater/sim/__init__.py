@@ -8,34 +8,7 @@
 ``faults``      fault specs; ``stats``: traffic counters
 ``memory``      ``connect()``: an in-memory asyncio transport to the device
 ``pty``         ``PtyServer``: the device on a real pseudo-terminal
-``cli``         ``mcu-updater simulate`` (also ``python -m mcu_updater.sim``)
+``cli``         ``mcu-updater simulate`` options (also ``python -m mcu_updater.sim``); ``serve`` runs it
+
+Nothing is imported here, so that the CLI can list the simulate options without loading the model.
 """
-
-from mcu_updater.sim.bootloader import Boot, Bootloader, Mode, ResetReason
-from mcu_updater.sim.device import Timing, VirtualNrf52
-from mcu_updater.sim.faults import Faults, LinkFaults, ReplyFault, Stall
-from mcu_updater.sim.memory import SimTransport, connect
-from mcu_updater.sim.pty import PtyServer
-from mcu_updater.sim.state import FlashState, StateFile
-from mcu_updater.sim.stats import Stats
-from mcu_updater.sim.validation import Profile
-
-__all__ = [
-    "Boot",
-    "Bootloader",
-    "Faults",
-    "FlashState",
-    "LinkFaults",
-    "Mode",
-    "Profile",
-    "PtyServer",
-    "ReplyFault",
-    "ResetReason",
-    "SimTransport",
-    "Stall",
-    "StateFile",
-    "Stats",
-    "Timing",
-    "VirtualNrf52",
-    "connect",
-]

@@ -16,7 +16,8 @@ import pytest
 import serial
 
 from mcu_updater.dfu.slip import encode
-from mcu_updater.sim.cli import add_simulate_parser
+from mcu_updater.sim.cli import PROFILE_NAMES, add_simulate_parser
+from mcu_updater.sim.validation import Profile
 from tests.conftest import shared_fixture
 from tests.sim.helpers import h, package, serial_request
 
@@ -139,3 +140,7 @@ def test_adds_a_simulate_sub_command() -> None:
         False,
     )
     assert (args.profile, args.public_key, args.link) == ("sdk", None, None)
+
+
+def test_profile_names_match_the_profiles() -> None:
+    assert tuple(profile.value for profile in Profile) == PROFILE_NAMES
