@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -236,6 +237,20 @@ class DfuClient:
                 raise self._lost
             self.link.send(wire.WriteRequest(data).to_bytes())
             self._unanswered_bytes += len(data) + 2
+        await self.link.drain()
+
+    async def write_all(self, chunks: Sequence[bytes]) -> None:
+        """WRITE several chunks; without PRN they leave in one transport write (one syscall, not one
+        per frame), which is the same bytes on the wire."""
+        if self.prn:
+            for chunk in chunks:
+                await self.write(chunk)
+            return
+        async with self._lock:
+            if self._lost is not None:
+                raise self._lost
+            self.link.send_many([wire.WriteRequest(chunk).to_bytes() for chunk in chunks])
+            self._unanswered_bytes += sum(len(chunk) + 2 for chunk in chunks)
         await self.link.drain()
 
     async def crc(self) -> wire.CrcReply:

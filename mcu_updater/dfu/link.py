@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from mcu_updater.dfu import slip
@@ -82,13 +82,17 @@ class DfuLink(asyncio.Protocol):
 
     def send(self, payload: bytes) -> None:
         """Queue one framed message; raises LinkError if the link is gone."""
+        self.send_many((payload,))
+
+    def send_many(self, payloads: Sequence[bytes]) -> None:
+        """Queue several framed messages in one transport write."""
         if self._lost is not None:
             raise self._lost
         if self._transport is None:
             raise LinkError(f"{self.description} is not connected", "open the port first")
-        frame = slip.encode(payload)
-        self.bytes_sent += len(frame)
-        self._transport.write(frame)
+        data = b"".join(slip.encode(payload) for payload in payloads)
+        self.bytes_sent += len(data)
+        self._transport.write(data)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""

@@ -207,8 +207,8 @@ class ImageTransfer:
         if data is self.firmware:
             self.bytes_resent += max(0, min(end, self._high_water) - start)
             self._high_water = max(self._high_water, end)
-        for offset in range(start, end, self.chunk):
-            await self.client.write(data[offset : min(offset + self.chunk, end)])
+        chunks = [data[offset : min(offset + self.chunk, end)] for offset in range(start, end, self.chunk)]
+        await self.client.write_all(chunks)
 
     async def _check_crc(self, data: bytes, end: int) -> None:
         reply = await self.client.crc()

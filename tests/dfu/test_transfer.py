@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -58,13 +59,13 @@ async def test_writes_are_whole_words_sized_from_the_mtu() -> None:
     async with device() as nrf:
         frames: list[bytes] = []
         client = await connector(nrf)()
-        original = client.link.send
+        original = client.link.send_many
 
-        def spy(payload: bytes) -> None:
-            frames.append(payload)
-            original(payload)
+        def spy(payloads: Sequence[bytes]) -> None:
+            frames.extend(payloads)
+            original(payloads)
 
-        client.link.send = spy  # type: ignore[method-assign]
+        client.link.send_many = spy  # type: ignore[method-assign]
         await client.wait_ready()
         await send(client, app_image())
         await client.link.close()
@@ -152,16 +153,28 @@ async def test_new_connection_continues_mid_object() -> None:
     assert nrf.stats.image_bytes["application"] == APP_SIZE
 
 
-async def test_noisy_line_still_delivers_the_exact_image() -> None:
+@pytest.mark.parametrize(
+    "line",
+    [
+        LinkFaults(corrupt=0.0002, seed=7),
+        LinkFaults(drop=0.0002, seed=11),
+        LinkFaults(drop=0.01, direction="to_host", seed=3),
+        LinkFaults(delay=0.02),
+    ],
+    ids=["corrupt", "drop", "drop-replies", "delay"],
+)
+async def test_faulty_line_still_delivers_the_exact_image(line: LinkFaults) -> None:
     image = app_image()
-    noise = LinkFaults(corrupt=0.0002, seed=7)
     async with device() as nrf:
-        client = await connector(nrf, chunk=16, link=noise)()
+        client = await connector(nrf, chunk=16, link=line)()
         await client.wait_ready()
         transfer, _ = await send(client, image, retries=8)
         await client.link.close()
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
-    assert transfer.retry_count >= 1
+    if line.delay:
+        assert transfer.retry_count == 0, "latency alone is no reason to retry"
+    else:
+        assert transfer.retry_count >= 1
 
 
 async def test_prn_pacing_waits_for_every_notification() -> None:
