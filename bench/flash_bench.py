@@ -136,9 +136,11 @@ class Cell:
 def run_tool(tool: str, cell: Cell, nrfutil_exe: Path) -> Measurement:
     sim = Simulator(cell.flash_timing, cell.baud)
     try:
-        if tool == "mcu-updater":
+        if tool.startswith("mcu-updater"):
             argv = [str(ROOT / ".venv/bin/mcu-updater"), "flash", str(cell.package), "--port", sim.port]
-            argv += ["--baud", str(BAUD), "--public-key", str(FIXTURES / "key_a_public.pem")]
+            argv += ["--baud", str(BAUD)]
+            if tool == VERIFYING:
+                argv += ["--public-key", str(FIXTURES / "key_a_public.pem")]
         else:
             # -cd 0: no connect delay. -t is nrfutil's USB-lister wait (it never matches a pty, so it
             # costs the full -t per image) and its ping time: 1 s suffices for one image; a SoftDevice
@@ -150,7 +152,9 @@ def run_tool(tool: str, cell: Cell, nrfutil_exe: Path) -> Measurement:
         sim.close()
 
 
-TOOLS = ("mcu-updater", "nrfutil")
+# nrfutil checks no signature on the host; mcu-updater does when given the key (the verifying row).
+VERIFYING = "mcu-updater+key"
+TOOLS = ("mcu-updater", VERIFYING, "nrfutil")
 
 
 def main() -> None:
@@ -165,19 +169,19 @@ def main() -> None:
 
     print(f"Wall time at {BAUD} baud (the simulator models the line rate; WRITEs of {WRITE_CHUNK} B)")
     header = ("package", "flash timing", "tool", "wall s", "line min s", "wall/min", "exit")
-    print("{:20} {:>12} {:>12} {:>8} {:>10} {:>8} {:>4}".format(*header))
+    print("{:20} {:>12} {:>15} {:>8} {:>10} {:>8} {:>4}".format(*header))
     for name, package in packages:
         minimum = sum(line_rate_minimum(i.init_packet, i.firmware) for i in package.images)
         for flash_timing in (False, True):
-            for tool in TOOLS:
+            for tool in (VERIFYING, "nrfutil"):
                 m = best(tool, Cell(FIXTURES / name, len(package.images), flash_timing, BAUD))
                 timing = "on" if flash_timing else "off"
                 row = (name, timing, tool, m.wall, minimum, m.wall / minimum, m.exit_code)
-                print("{:20} {:>12} {:>12} {:8.3f} {:10.3f} {:8.3f} {:4}".format(*row))
+                print("{:20} {:>12} {:>15} {:8.3f} {:10.3f} {:8.3f} {:4}".format(*row))
     floor = launcher_floor_kib() / 1024
     print(f"\nUnthrottled (instant line and flash in the simulator); launcher RSS floor {floor:.1f} MiB")
     print(
-        "{:20} {:>12} {:>8} {:>7} {:>12} {:>4}".format(
+        "{:20} {:>15} {:>8} {:>7} {:>12} {:>4}".format(
             "package", "tool", "wall s", "CPU s", "peak RSS MiB", "exit"
         )
     )
@@ -185,7 +189,7 @@ def main() -> None:
         for tool in TOOLS:
             m = best(tool, Cell(FIXTURES / name, len(package.images), False, 0))
             figures = (name, tool, m.wall, m.cpu, m.max_rss_kib / 1024, m.exit_code)
-            print("{:20} {:>12} {:8.3f} {:7.3f} {:12.1f} {:4}".format(*figures))
+            print("{:20} {:>15} {:8.3f} {:7.3f} {:12.1f} {:4}".format(*figures))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from mcu_updater.dfu.client import DfuClient, Timeouts
-from mcu_updater.dfu.keys import load_public_key
 from mcu_updater.dfu.link import DfuLink
 from mcu_updater.dfu.package import DfuPackage, load_package
 from mcu_updater.hw.serial import open_serial
@@ -27,7 +26,12 @@ def serial_connector(port: str, baud: int, flow_control: bool, timeouts: Timeout
 
 def load_validated_package(path: Path, public_key_path: Path | None, hw_version: int | None) -> DfuPackage:
     """Load and fully validate; a key file makes signatures mandatory and verified."""
-    public_key = load_public_key(public_key_path) if public_key_path else None
+    public_key = None
+    if public_key_path is not None:
+        # Without a key, flashing never loads the cryptography library.
+        from mcu_updater.dfu.keys import load_public_key  # noqa: PLC0415
+
+        public_key = load_public_key(public_key_path)
     return load_package(
         path, public_key=public_key, require_signature=public_key is not None, hw_version=hw_version
     )

@@ -17,7 +17,6 @@ from typing import Any
 
 from mcu_updater.adapters import serial_connector
 from mcu_updater.console import Renderer
-from mcu_updater.dfu.keys import load_public_key
 from mcu_updater.dfu.package import load_package
 from mcu_updater.updater import Options, UpdateRun
 
@@ -43,7 +42,8 @@ def _demo_files() -> tuple[Path, Path]:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    # Imported here so that `mcu-updater flash` does not pay for loading the simulator.
+    # Imported here so that `mcu-updater flash` does not pay for loading the simulator or keys.
+    from mcu_updater.dfu.keys import load_public_key  # noqa: PLC0415
     from mcu_updater.sim.device import Timing, VirtualNrf52  # noqa: PLC0415
     from mcu_updater.sim.pty import PtyServer  # noqa: PLC0415
     from mcu_updater.sim.serve import summary  # noqa: PLC0415

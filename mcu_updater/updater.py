@@ -286,12 +286,6 @@ def explain_rejection(
         package_sd_req=image.init.command.sd_req,
         device_fwid=KNOWN_SOFTDEVICE_FWIDS.get(softdevice.version) if softdevice else None,
     )
-    message, hint = wire.describe_result(error.result, error.ext, context)
-    label = wire.code_label(error.result, error.ext)
-    return DeviceRejectedError(
-        f"the device refused {image.label}: {message} ({label})",
-        hint,
-        opcode=error.opcode,
-        result=error.result,
-        ext=error.ext,
+    return wire.rejection_error(
+        error.opcode, error.result, error.ext, subject=f"the device refused {image.label}: ", ctx=context
     )

@@ -31,11 +31,11 @@ from mcu_updater.dfu.initpacket import (
     HashType,
     InitCommand,
     Signer,
-    ecdsa_signer,
     encode_init_packet,
     image_hash_field,
 )
 from mcu_updater.dfu.package import MANIFEST_NAME, SD_INFO_OFFSET, SD_MAGIC, SLOTS
+from mcu_updater.dfu.signing import ecdsa_signer
 
 TEST_KEY: Final = ec.generate_private_key(ec.SECP256R1())
 HW_VERSION: Final = 52

@@ -20,7 +20,6 @@ from mcu_updater.dfu import wire
 from mcu_updater.dfu.link import DfuLink
 from mcu_updater.dfu.wire import ObjectType, OpCode, Reply
 from mcu_updater.errors import (
-    DeviceRejectedError,
     LinkError,
     ProtocolError,
     ReplyTimeoutError,
@@ -142,15 +141,7 @@ class DfuClient:
         finally:
             self._waiting = None
         if check and not reply.ok:
-            message, hint = wire.describe_result(reply.result, reply.ext)
-            label = wire.code_label(reply.result, reply.ext)
-            raise DeviceRejectedError(
-                f"{message} ({OpCode(request.opcode).name} → {label})",
-                hint,
-                opcode=request.opcode,
-                result=reply.result,
-                ext=reply.ext,
-            )
+            raise wire.rejection_error(request.opcode, reply.result, reply.ext)
         return reply
 
     async def _resync(self) -> None:

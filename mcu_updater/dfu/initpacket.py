@@ -12,13 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
@@ -402,24 +395,3 @@ def _length_delimited(number: int, payload: bytes) -> bytes:
 def image_hash_field(image: bytes) -> bytes:
     """The init packet's hash field for an image: its SHA-256, byte-reversed."""
     return hashlib.sha256(image).digest()[::-1]
-
-
-def ecdsa_signer(private_key: ec.EllipticCurvePrivateKey) -> Signer:
-    def sign(data: bytes) -> bytes:
-        r, s = decode_dss_signature(private_key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big")[::-1] + s.to_bytes(32, "big")[::-1]
-
-    return sign
-
-
-def verify_signature(signature: bytes, signed_bytes: bytes, public_key: ec.EllipticCurvePublicKey) -> bool:
-    """Check a bootloader-format (little-endian halves) ECDSA P-256 signature."""
-    if len(signature) != SIGNATURE_SIZE:
-        return False
-    r = int.from_bytes(signature[:32][::-1], "big")
-    s = int.from_bytes(signature[32:][::-1], "big")
-    try:
-        public_key.verify(encode_dss_signature(r, s), signed_bytes, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True

@@ -27,9 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING, Final
 
 from mcu_updater.dfu.initpacket import (
     INIT_PACKET_MAX,
@@ -39,9 +37,11 @@ from mcu_updater.dfu.initpacket import (
     InitPacket,
     SignatureType,
     decode_init_packet,
-    verify_signature,
 )
 from mcu_updater.errors import InputMissingError, PackageError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 PACKAGE_FILE_MAX: Final = 4 * 1024 * 1024
 MANIFEST_MAX: Final = 64 * 1024
@@ -647,7 +647,12 @@ def _check_signature(init: InitPacket, where: str, policy: _Policy) -> None:
             "wrong bytes of an InitCommand of 128 bytes or more and always rejects its signature",
             "rebuild without --app-boot-validation VALIDATE_ECDSA_P256_SHA256",
         )
-    if key is not None and not verify_signature(init.signature, init.signed_bytes, key):
+    if key is None:
+        return
+    # Only a given key needs the cryptography library; a package loaded without one never imports it.
+    from mcu_updater.dfu.signing import verify_signature  # noqa: PLC0415
+
+    if not verify_signature(init.signature, init.signed_bytes, key):
         raise PackageError(
             f"{where}: the signature does not verify with the given public key",
             "sign the package with the private key that matches the device's public key, or give that key",

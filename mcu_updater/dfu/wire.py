@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Final, Self
 
-from mcu_updater.errors import ProtocolError
+from mcu_updater.errors import DeviceRejectedError, ProtocolError
 
 RESPONSE: Final = 0x60
 
@@ -233,6 +233,21 @@ def code_label(result: int, ext: int | None) -> str:
         return f"EXT 0x{ext:02X} {name}"
     name = ResultCode(result).name if result in ResultCode._value2member_map_ else "UNKNOWN"
     return f"0x{result:02X} {name}"
+
+
+def rejection_error(
+    opcode: int, result: int, ext: int | None, *, subject: str = "", ctx: RejectionContext | None = None
+) -> DeviceRejectedError:
+    """The error for a refused request: the device's code in words, with a hint that fits ``ctx``."""
+    message, hint = describe_result(result, ext, ctx)
+    name = OpCode(opcode).name if opcode in OpCode._value2member_map_ else f"0x{opcode:02X}"
+    return DeviceRejectedError(
+        f"{subject}{message} ({name} → {code_label(result, ext)})",
+        hint,
+        opcode=opcode,
+        result=result,
+        ext=ext,
+    )
 
 
 # --- requests -------------------------------------------------------------------------------

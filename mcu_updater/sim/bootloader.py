@@ -29,8 +29,8 @@ from mcu_updater.dfu.initpacket import (
     InitPacket,
     decode_init_packet,
     image_hash_field,
-    verify_signature,
 )
+from mcu_updater.dfu.signing import verify_signature
 from mcu_updater.dfu.wire import (
     RESPONSE,
     CrcReply,

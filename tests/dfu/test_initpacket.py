@@ -22,12 +22,11 @@ from mcu_updater.dfu.initpacket import (
     InitCommand,
     InitPacket,
     decode_init_packet,
-    ecdsa_signer,
     encode_init_command,
     encode_init_packet,
     image_hash_field,
-    verify_signature,
 )
+from mcu_updater.dfu.signing import ecdsa_signer, verify_signature
 from mcu_updater.errors import PackageError
 from tests.conftest import shared_fixture
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcu_updater.dfu.initpacket import FwType, HashType, SignatureType, verify_signature
+from mcu_updater.dfu.initpacket import FwType, HashType, SignatureType
 from mcu_updater.dfu.keys import load_public_key
 from mcu_updater.dfu.package import (
     FIRMWARE_MAX,
@@ -29,6 +29,7 @@ from mcu_updater.dfu.package import (
     format_sd_version,
     load_package,
 )
+from mcu_updater.dfu.signing import verify_signature
 from mcu_updater.errors import InputMissingError, McuUpdaterError, PackageError
 from tests.conftest import shared_fixture
 from tests.packages import (

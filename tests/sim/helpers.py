@@ -15,14 +15,8 @@ import serial
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from mcu_updater.dfu.initpacket import (
-    FwType,
-    HashType,
-    InitCommand,
-    ecdsa_signer,
-    encode_init_command,
-    image_hash_field,
-)
+from mcu_updater.dfu.initpacket import FwType, HashType, InitCommand, encode_init_command, image_hash_field
+from mcu_updater.dfu.signing import ecdsa_signer
 from mcu_updater.dfu.slip import SlipDecoder, encode
 from mcu_updater.sim.bootloader import Boot, Bootloader, Effect, Reset, ResetReason, Send
 from mcu_updater.sim.state import FlashState
