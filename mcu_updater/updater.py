@@ -75,6 +75,8 @@ class Options:
     prn: int = 0
     retries: int = 4
     hw_version: int | None = None
+    abort_when_idle: bool = False
+    """With nothing to send, ABORT: the bootloader resets and boots a valid application at once."""
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -218,6 +220,8 @@ class UpdateRun:
             items = plan(self.package, inventory, force=self.options.force)
             yield Planned(items)
             to_send = [item for item in items if item.action != Action.SKIP]
+            if not to_send and self.options.abort_when_idle:
+                await client.abort()
             sent: list[ImageSent] = []
             for position, item in enumerate(to_send):
                 if position:

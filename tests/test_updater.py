@@ -7,6 +7,7 @@ import pytest
 from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.wire import ImageType
 from mcu_updater.errors import DeviceRejectedError, TargetNotAnsweringError
+from mcu_updater.sim.bootloader import Mode
 from mcu_updater.sim.device import VirtualNrf52
 from mcu_updater.sim.memory import SimTransport
 from mcu_updater.updater import (
@@ -160,3 +161,14 @@ async def test_events_report_connection_and_options() -> None:
     assert isinstance(connected, Connected)
     assert connected.mtu == 131
     assert not [e for e in events if isinstance(e, Activated)]
+
+
+async def test_abort_when_idle_boots_the_application() -> None:
+    package = fixture_package("app_v2_signed.zip")
+    async with VirtualNrf52(public_key=key_a()) as nrf:
+        await collect(UpdateRun(package, connector(nrf)))
+        nrf.dfu_pin = False
+        await collect(UpdateRun(package, connector(nrf), Options(abort_when_idle=True)))
+        await nrf.until_booted()
+        assert nrf.mode == Mode.APP
+    assert nrf.stats.resets["abort"] == 1
