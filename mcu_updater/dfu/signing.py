@@ -15,8 +15,11 @@ from mcu_updater.dfu.initpacket import SIGNATURE_SIZE, Signer
 
 
 def ecdsa_signer(private_key: ec.EllipticCurvePrivateKey) -> Signer:
+    """Deterministic (RFC 6979) signatures: the same package bytes from the same inputs."""
+
     def sign(data: bytes) -> bytes:
-        r, s = decode_dss_signature(private_key.sign(data, ec.ECDSA(hashes.SHA256())))
+        algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+        r, s = decode_dss_signature(private_key.sign(data, algorithm))
         return r.to_bytes(32, "big")[::-1] + s.to_bytes(32, "big")[::-1]
 
     return sign
