@@ -7,17 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
 
+from mcu_updater.hw.gpio import TargetLines
 from mcu_updater.hw.specs import DEFAULT_ENTER_BOOTLOADER, DEFAULT_RETURN_TO_APP, Step, TargetLine
-
-
-class TargetLines(Protocol):
-    """The two output lines, in logical values (True = asserted)."""
-
-    def set(self, line: TargetLine, active: bool) -> None: ...
-
-    def close(self) -> None: ...
 
 
 async def run_sequence(lines: TargetLines, steps: Sequence[Step]) -> None:

@@ -12,7 +12,8 @@ After any reset the device is deaf (arriving bytes are lost) while it boots: 80 
 else 30 ms per boot plus activation (per copied page 85 ms + 1024 words, one settings write per 8 copied
 pages and one at the end). Then it enters DFU mode (inactivity timeout 120 s, or 10 s of continuation
 after a SoftDevice activation that kept the app) or runs the application, which ignores every byte. The
-virtual DFU pin (P0.16 held low) is asserted by default.
+virtual DFU pin (P0.16 held low) is asserted by default. ``hold_reset`` models the host's reset line:
+while it is asserted the chip is off and deaf, and releasing it boots (sampling the DFU pin).
 
 The device runs at most a couple of milliseconds ahead of real time and catches up with sleeps, so
 averages are exact while wake-ups stay few. A reset never truncates a reply already queued for sending.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -187,6 +189,9 @@ class VirtualNrf52:
         self._generation = 0
         self._reply_hits: Counter[int] = Counter()
         self._power_cycle_fired = False
+        self._reset_held = False
+        self._reset_released = asyncio.Event()
+        self._reset_released.set()
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -205,7 +210,8 @@ class VirtualNrf52:
             raise RuntimeError("the virtual nRF52 is already running")
         self._loop = asyncio.get_running_loop()
         self._tx = DelayLine(self._loop, self._deliver)
-        self._boot(self._loop.time())
+        if not self._reset_held:
+            self._boot(self._loop.time())
         self._task = self._loop.create_task(self._run(), name="virtual-nrf52")
 
     async def close(self) -> None:
@@ -272,8 +278,11 @@ class VirtualNrf52:
 
     async def until_booted(self) -> Mode:
         """Sleep until the device has finished booting; returns the mode it booted into."""
-        while self._now() < self._deaf_until:  # noqa: ASYNC110 - a reset meanwhile moves the deadline
-            await asyncio.sleep(self._deaf_until - self._now())
+        while self._now() < self._deaf_until:  # a reset or a released reset pin meanwhile moves the deadline
+            if self._reset_held:
+                await self._reset_released.wait()
+            else:
+                await asyncio.sleep(self._deaf_until - self._now())
         return self.bootloader.mode
 
     def power_cycle(self) -> None:
@@ -282,6 +291,24 @@ class VirtualNrf52:
     def reset(self) -> None:
         """Pulse nRESET."""
         self._reset(ResetReason.PIN, self._now())
+
+    def hold_reset(self, asserted: bool) -> None:
+        """Drive nRESET: asserted, the chip is off and deaf until released; releasing it boots."""
+        if asserted == self._reset_held:
+            return
+        self._reset_held = asserted
+        if not asserted:
+            self._reset_released.set()
+            if self._loop is not None:  # else start() boots it
+                self._reset(ResetReason.PIN, self._now())
+            return
+        self._reset_released.clear()
+        self._generation += 1  # voids any reset an earlier effect scheduled
+        self._cancel_inactivity()
+        self._deaf_until = math.inf
+        self.stats.bytes_lost += len(self._fifo)
+        self._fifo.clear()
+        self._event("reset: held")
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -306,6 +333,8 @@ class VirtualNrf52:
         return boot
 
     def _reset(self, reason: ResetReason, at: float) -> None:
+        if self._reset_held:
+            return  # no reset source can boot a chip whose reset pin is held
         self._generation += 1
         self._cancel_inactivity()
         self.stats.resets[reason.value] += 1
