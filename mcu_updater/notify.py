@@ -88,7 +88,8 @@ class Notifier:
             return
         try:  # a socket per message, as sd_notify() does: nothing held open between messages
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.sendto(message.encode(), self._address)
+                # Never block the event loop: a manager that doesn't read loses a status, not the daemon.
+                sock.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
         except OSError as error:
             if not self._send_failed:
                 log.warning(
