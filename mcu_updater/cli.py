@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Final, NoReturn
 
 from mcu_updater import __version__
 from mcu_updater.adapters import load_validated_package, serial_connector
@@ -24,6 +24,8 @@ from mcu_updater.sim.cli import add_simulate_parser, run_simulate
 from mcu_updater.updater import Connector, Options, UpdateRun
 
 EXIT_INTERNAL = 70
+# The configuration's default location (config.DEFAULT_PATH), spelled out to keep `flash` light.
+DEFAULT_CONFIG: Final = Path("/etc/mcu-updater/mcu-updater.yaml")
 EXIT_INTERRUPTED = 130
 
 
@@ -90,9 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flash.add_argument("--json", action="store_true", help="NDJSON events on stdout")
 
+    add_daemon_parsers(commands)
     add_simulate_parser(commands)
     add_demo_parser(commands)
     return parser
+
+
+def add_daemon_parsers(commands: argparse._SubParsersAction[Any]) -> None:
+    def config_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--config", type=Path, default=DEFAULT_CONFIG, help="configuration file (default %(default)s)"
+        )
+
+    run = commands.add_parser("run", help="the daemon (what the systemd unit starts)")
+    config_option(run)
+    trigger = commands.add_parser("trigger", help="ask the running daemon for an update check now")
+    config_option(trigger)
+    status = commands.add_parser("status", help="the daemon, the target's inventory and the last run")
+    config_option(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    check = commands.add_parser("check-config", help="validate a configuration file (exit 0 or 78)")
+    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG)
 
 
 async def run_flash(package: DfuPackage, connect: Connector, options: Options, renderer: Renderer) -> None:
@@ -117,6 +137,23 @@ async def _flash(args: argparse.Namespace) -> int:
     return 0
 
 
+DAEMON_COMMANDS = ("run", "trigger", "status", "check-config")
+
+
+def _daemon_command(args: argparse.Namespace) -> int:
+    # Imported here so that `flash` does not load the daemon, config and GPIO modules.
+    from mcu_updater import service  # noqa: PLC0415
+    from mcu_updater.config import check_config_main  # noqa: PLC0415
+
+    if args.command == "check-config":
+        return check_config_main(args.file)
+    if args.command == "run":
+        return asyncio.run(service.run_service(args.config))
+    if args.command == "trigger":
+        return asyncio.run(service.trigger(args.config))
+    return asyncio.run(service.status(args.config, as_json=args.json))
+
+
 def report(error: McuUpdaterError) -> int:
     print(f"mcu-updater: error: {error}", file=sys.stderr)
     return error.exit_code
@@ -125,6 +162,8 @@ def report(error: McuUpdaterError) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.command in DAEMON_COMMANDS:
+            return _daemon_command(args)
         handlers = {
             "flash": lambda: asyncio.run(_flash(args)),
             "simulate": lambda: run_simulate(args),

@@ -8,6 +8,7 @@ sysexits-style exit code the CLI returns for it. Classes are grouped by what the
      ├── PackageError                65  fix or rebuild the package
      │    └── InputMissingError      66  a package or key file is not there
      ├── DeviceRejectedError         65  the bootloader said no (result / extended error in words)
+     ├── PolicyRefusedError          65  our own policy said no (downgrade denied), nothing was sent
      ├── ProtocolError               75  the device answered something malformed or unexpected
      ├── TransientError              75  retryable failure that outlasted the retries
      │    └── ReplyTimeoutError      75  no reply in time (also a TimeoutError)
@@ -59,6 +60,10 @@ class DeviceRejectedError(McuUpdaterError):
         self.opcode = opcode
         self.result = result
         self.ext = ext
+
+
+class PolicyRefusedError(McuUpdaterError):
+    exit_code = 65
 
 
 class ProtocolError(McuUpdaterError):

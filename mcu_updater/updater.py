@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -21,7 +21,7 @@ from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.package import DfuPackage, Image
 from mcu_updater.dfu.transfer import ImageTransfer, Progress
 from mcu_updater.dfu.wire import ImageType, ResultCode
-from mcu_updater.errors import DeviceRejectedError
+from mcu_updater.errors import DeviceRejectedError, PolicyRefusedError
 
 Connector = Callable[[], Awaitable[DfuClient]]
 """Opens the port and returns a client on it; the run closes ``client.link`` when done."""
@@ -76,6 +76,8 @@ class Options:
     retries: int = 4
     hw_version: int | None = None
     abort_when_idle: bool = False
+    allow_downgrade: bool = True
+    """False: refuse, before sending, an image older than the one the device runs."""
     """With nothing to send, ABORT: the bootloader resets and boots a valid application at once."""
 
 
@@ -170,6 +172,21 @@ def plan(package: DfuPackage, inventory: Inventory, *, force: bool = False) -> t
     return tuple(items)
 
 
+def refuse_downgrades(items: Sequence[PlanItem], inventory: Inventory) -> None:
+    """The downgrade policy: nothing older than what the device runs is sent."""
+    for item in items:
+        installed = _installed_counterpart(item.image, inventory)
+        wanted = item.image.softdevice.version if item.image.softdevice else item.image.version
+        if item.action == Action.SKIP or installed is None or wanted is None:
+            continue
+        if wanted < installed.version:
+            raise PolicyRefusedError(
+                f"{item.image.label} is older than the {installed.kind} the device runs "
+                f"({installed.version}); the downgrade policy is deny",
+                "set policy.downgrade: allow to roll back (e.g. after a root filesystem rollback)",
+            )
+
+
 def _installed_counterpart(image: Image, inventory: Inventory) -> InstalledImage | None:
     kinds = {
         FwType.APPLICATION: ImageType.APPLICATION,
@@ -219,6 +236,8 @@ class UpdateRun:
             yield InventoryRead(inventory)
             items = plan(self.package, inventory, force=self.options.force)
             yield Planned(items)
+            if not self.options.allow_downgrade:
+                refuse_downgrades(items, inventory)
             to_send = [item for item in items if item.action != Action.SKIP]
             if not to_send and self.options.abort_when_idle:
                 await client.abort()

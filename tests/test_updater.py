@@ -6,7 +6,7 @@ import pytest
 
 from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.wire import ImageType
-from mcu_updater.errors import DeviceRejectedError, TargetNotAnsweringError
+from mcu_updater.errors import DeviceRejectedError, PolicyRefusedError, TargetNotAnsweringError
 from mcu_updater.sim.bootloader import Mode
 from mcu_updater.sim.device import VirtualNrf52
 from mcu_updater.sim.memory import SimTransport
@@ -172,3 +172,14 @@ async def test_abort_when_idle_boots_the_application() -> None:
         await nrf.until_booted()
         assert nrf.mode == Mode.APP
     assert nrf.stats.resets["abort"] == 1
+
+
+async def test_downgrade_policy_refuses_before_sending() -> None:
+    async with VirtualNrf52(public_key=key_a()) as nrf:
+        await collect(UpdateRun(fixture_package("app_v2_signed.zip"), connector(nrf)))
+        sent_before = nrf.stats.bytes_in
+        older = fixture_package("app_v1_signed_downgrade.zip")
+        with pytest.raises(PolicyRefusedError, match=r"older than the application the device runs \(2\)"):
+            await collect(UpdateRun(older, connector(nrf), Options(allow_downgrade=False)))
+        assert nrf.stats.objects_created["command"] == 1, "no init packet of the older image was sent"
+        assert nrf.stats.bytes_in - sent_before < 200, "only ping and inventory requests"
