@@ -27,6 +27,7 @@ from mcu_updater import logs
 from mcu_updater.control import SOCKET_NAME, ControlServer
 from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.package import DfuPackage, Image
+from mcu_updater.dfu.wire import code_label
 from mcu_updater.errors import (
     ConfigError,
     DeviceRejectedError,
@@ -234,8 +235,17 @@ class Daemon:
             )
             raise
         except McuUpdaterError as error:
+            device_code = (
+                code_label(error.result, error.ext) if isinstance(error, DeviceRejectedError) else ""
+            )
             record = RunRecord(
-                "failed", started, _now(), error=error.message, hint=error.hint, exit_code=error.exit_code
+                "failed",
+                started,
+                _now(),
+                error=error.message,
+                hint=error.hint,
+                exit_code=error.exit_code,
+                device_code=device_code,
             )
         finally:
             self._set_phase("returning the target to its application")
@@ -260,6 +270,7 @@ class Daemon:
                 message_id=logs.RUN_FAILED,
                 error=record.error,
                 hint=record.hint,
+                ext_error=record.device_code or None,
                 **fields,
             )
             self._set_phase(f"idle; last run failed: {record.error}")

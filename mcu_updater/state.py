@@ -37,6 +37,8 @@ class RunRecord:
     error: str = ""
     hint: str = ""
     exit_code: int = 0
+    device_code: str = ""
+    """The bootloader's refusal, e.g. ``EXT 0x07 SD_VERSION_FAILURE``, when it refused."""
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,7 @@ async def test_device_refusal_is_reported_and_not_retried(
         assert record.exit_code == 65
         assert "sd_req [0xA8]" in record.error
         assert "--sd-req 0xAF" in record.hint
+        assert record.device_code == "EXT 0x07 SD_VERSION_FAILURE"
         assert rig.device.stats.objects_created["command"] == 1, "a refusal is not retried"
     finally:
         rig.daemon.stop()
@@ -236,3 +237,20 @@ def test_two_packages_of_one_kind_are_a_deployment_error(firmware: DemoFirmware)
     package = demo_package(firmware)
     with pytest.raises(ConfigError, match="two firmware packages provide the softdevice image"):
         combine_firmware([package, replace(package)], firmware.directory)
+
+
+async def test_sighup_reloads_and_checks_again(rig: Rig) -> None:
+    await rig.wait_runs(1)
+    reloaded = []
+
+    def reload() -> DaemonSettings:
+        reloaded.append(True)
+        return rig.daemon.settings
+
+    rig.daemon.reload = reload
+    os.kill(os.getpid(), signal.SIGHUP)
+    await rig.wait_runs(2)
+    assert reloaded == [True]
+    record = rig.daemon.state.last_run
+    assert record is not None
+    assert record.result == "up-to-date"
