@@ -41,10 +41,11 @@ from mcu_updater.hw.specs import (
     LineSpec,
     Step,
 )
+from tests.conftest import shared_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "mcu-updater.yaml"
-DEMO_KEY = REPO / "mcu_updater" / "sim" / "demo" / "demo_public.pem"
+DEMO_KEY = shared_fixture("key_a_public.pem")
 EXAMPLE_FIRMWARE = Path("/usr/share/mcu-updater/firmware")
 EXAMPLE_KEY = Path("/etc/mcu-updater/dfu_public_key.pem")
 
