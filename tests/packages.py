@@ -35,13 +35,12 @@ from mcu_updater.dfu.initpacket import (
     image_hash_field,
 )
 from mcu_updater.dfu.package import MANIFEST_NAME, SD_INFO_OFFSET, SD_MAGIC, SLOTS
+from mcu_updater.dfu.packager import BOOT_VALIDATION_CRC
 from mcu_updater.dfu.signing import ecdsa_signer
 
 TEST_KEY: Final = ec.generate_private_key(ec.SECP256R1())
 HW_VERSION: Final = 52
 SD_REQ: Final = (0xAF,)
-BOOT_VALIDATION_CRC: Final = bytes.fromhex("520408011200")
-"""nrfutil's default boot_validation field (unknown to SDK 15.2, but signed)."""
 
 _SLOT: Final = {kind: slot for slot, kind in SLOTS.items()}
 _STEM: Final = {
