@@ -43,6 +43,7 @@ from mcu_updater.notify import Notifier
 from mcu_updater.state import DaemonState, InventoryEntry, RunRecord, StateStore
 from mcu_updater.target import Target
 from mcu_updater.updater import (
+    Action,
     Activated,
     Connector,
     Event,
@@ -55,6 +56,8 @@ from mcu_updater.updater import (
     Options,
     Planned,
     UpdateRun,
+    plan,
+    read_inventory,
 )
 
 RETRYABLE: Final = (TransientError, ProtocolError, LinkError, TargetNotAnsweringError)
@@ -304,12 +307,45 @@ class Daemon:
     async def _session(self, package: DfuPackage, settings: DaemonSettings) -> list[str]:
         self._set_phase("entering the bootloader")
         await self.target.enter_bootloader()
-        sent: list[str] = []
+        sent: list[Image] = []
         async for event in UpdateRun(package, settings.connect, settings.options).events():
             self._on_event(event)
             if isinstance(event, ImageSent):
-                sent.append(event.image.name)
-        return sent
+                sent.append(event.image)
+        if sent and self.target.holds_dfu:
+            await self._confirm_activation(settings, package, sent)
+        return [image.name for image in sent]
+
+    async def _confirm_activation(
+        self, settings: DaemonSettings, package: DfuPackage, sent: list[Image]
+    ) -> None:
+        """Wait until the bootloader has activated the last image and reports what was sent.
+
+        After the last EXECUTE the bootloader still writes its settings page and then activates the
+        image; a reset pulse in that window would cost the update. With the DFU line held the
+        bootloader comes back once it is done, which also proves the result.
+        """
+        self._set_phase("confirming activation")
+        client = await settings.connect()
+        try:
+            seconds = await client.wait_ready(client.timeouts.activation(sent[-1].size))
+            inventory = await read_inventory(client)
+        finally:
+            await client.link.close()
+        self._remember_inventory(inventory)
+        log.info(
+            f"{sent[-1].name} activated", image=sent[-1].name, seconds=round(seconds, 2), phase="activate"
+        )
+        missing = [
+            item.image.label
+            for item in plan(DfuPackage(package.path, tuple(sent)), inventory)
+            if item.action is not Action.SKIP
+        ]
+        if missing:
+            raise TransientError(
+                f"after activation the device does not report {', '.join(missing)}",
+                "the next attempt sends it again",
+            )
 
     def _on_event(self, event: Event) -> None:
         match event:

@@ -12,10 +12,14 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from typing import Final
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+
+CRITICAL_SEND_TIMEOUT: Final = 1.0
 
 
 class Notifier:
@@ -37,7 +41,7 @@ class Notifier:
 
     def ready(self) -> None:
         """Configuration is valid and the devices are held: systemd may start what depends on us."""
-        self._send("READY=1")
+        self._send("READY=1", critical=True)
 
     def status(self, text: str) -> None:
         """One line for ``systemctl status``, e.g. ``updating application 42 %``."""
@@ -45,7 +49,7 @@ class Notifier:
         self._send("STATUS=" + " ".join(text.splitlines()))
 
     def stopping(self) -> None:
-        self._send("STOPPING=1")
+        self._send("STOPPING=1", critical=True)
 
     def reloading(self) -> None:
         """Reload started; call :meth:`ready` when done. MONOTONIC_USEC is what Type=notify-reload
@@ -83,13 +87,15 @@ class Notifier:
             self.watchdog()
             await asyncio.sleep(interval / 2)
 
-    def _send(self, message: str) -> None:
+    def _send(self, message: str, *, critical: bool = False) -> None:
         if self._address is None:
             return
         try:  # a socket per message, as sd_notify() does: nothing held open between messages
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                # Never block the event loop: a manager that doesn't read loses a status, not the daemon.
-                sock.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
+                # A status may be lost when the manager's queue is full, but not READY or STOPPING:
+                # those wait up to a second for room (systemd drains its queue continuously).
+                sock.settimeout(CRITICAL_SEND_TIMEOUT if critical else 0.0)
+                sock.sendto(message.encode(), self._address)
         except OSError as error:
             if not self._send_failed:
                 log.warning(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from mcu_updater.hw.gpio import TargetLines
+from mcu_updater.hw.gpio import NoTargetLines, TargetLines
 from mcu_updater.hw.specs import DEFAULT_ENTER_BOOTLOADER, DEFAULT_RETURN_TO_APP, Step, TargetLine
 
 
@@ -33,6 +33,11 @@ class Target:
         self.lines = lines
         self.enter_steps = tuple(enter_bootloader)
         self.return_steps = tuple(return_to_app)
+
+    @property
+    def holds_dfu(self) -> bool:
+        """Whether a reset brings the target back to its bootloader (a DFU line is wired)."""
+        return not isinstance(self.lines, NoTargetLines)
 
     def hold_in_reset(self) -> None:
         """Keep the target quiet while the daemon opens its resources (as the reference solution does)."""

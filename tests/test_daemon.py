@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,23 +45,32 @@ def demo_package(firmware: DemoFirmware) -> DfuPackage:
     return combine_firmware(packages, firmware.directory)
 
 
+class Notifications:
+    """A service manager's end of NOTIFY_SOCKET: reads every datagram as it arrives, as systemd does."""
+
+    def __init__(self, path: Path) -> None:
+        self.messages: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._read)
+
+    def _read(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
 @pytest.fixture
-def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify"))
-    sock.setblocking(False)
+async def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Notifications]:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-    yield sock
-    sock.close()
-
-
-def received(sock: socket.socket) -> list[str]:
-    messages = []
-    while True:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return messages
+    listener = Notifications(tmp_path / "notify")
+    yield listener
+    listener.close()
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -87,7 +97,7 @@ BUTTON = ButtonSpec("pinctrl-bcm2711", "GPIO26", debounce=0.005)
 
 
 @pytest.fixture
-async def rig(firmware: DemoFirmware, tmp_path: Path, notify_socket: socket.socket) -> AsyncIterator[Rig]:
+async def rig(firmware: DemoFirmware, tmp_path: Path, notify_socket: Notifications) -> AsyncIterator[Rig]:
     rig = await start_rig(firmware, tmp_path)
     yield rig
     if not rig.task.done():
@@ -132,7 +142,7 @@ async def start_rig(
 
 
 async def test_start_up_run_installs_everything_then_boots_the_app(
-    rig: Rig, notify_socket: socket.socket
+    rig: Rig, notify_socket: Notifications
 ) -> None:
     await rig.wait_runs(1)
     record = rig.daemon.state.last_run
@@ -140,10 +150,12 @@ async def test_start_up_run_installs_everything_then_boots_the_app(
     assert record.result == "updated"
     assert record.sent == ("softdevice", "application")
     assert await rig.device.until_booted() == Mode.APP, "DFU released and reset pulsed: the app runs"
+    assert rig.device.stats.resets["dfu-complete"] == 2, "no reset pulse cut a post-validation short"
+    assert "STATUS=confirming activation" in notify_socket.messages
     kinds = {entry.type: entry.version for entry in rig.store.load().inventory}
     assert kinds["softdevice"] == 6001001
     assert kinds["application"] == 1
-    messages = received(notify_socket)
+    messages = notify_socket.messages
     assert any(m.startswith("EXTEND_TIMEOUT_USEC=") for m in messages)
     ready = messages.index("READY=1")
     assert any(m.startswith("STATUS=updating softdevice") for m in messages[:ready])
@@ -177,11 +189,11 @@ async def test_status_over_the_control_socket(rig: Rig) -> None:
     status = await request(rig.runtime / "control.sock", "status")
     assert status["ok"]
     assert status["last_run"]["result"] == "updated"
-    assert {"type": "application", "version": 1, "address": 0, "length": 24576} in status["inventory"]
+    assert {"type": "application", "version": 1, "address": 0x26000, "length": 24576} in status["inventory"]
 
 
 async def test_sigterm_mid_transfer_returns_the_target_and_exits(
-    rig: Rig, notify_socket: socket.socket
+    rig: Rig, notify_socket: Notifications
 ) -> None:
     await until(lambda: rig.daemon.phase.startswith("updating application"))
     os.kill(os.getpid(), signal.SIGTERM)
@@ -190,13 +202,13 @@ async def test_sigterm_mid_transfer_returns_the_target_and_exits(
     assert record is not None
     assert record.result == "failed"
     assert "stopped" in record.error
-    assert "STOPPING=1" in received(notify_socket)
+    assert "STOPPING=1" in notify_socket.messages
     # The SoftDevice went in; the app transfer was cut: the bootloader waits for the next run.
     assert await rig.device.until_booted() == Mode.DFU
 
 
 async def test_transient_fault_is_retried_and_resumed(
-    firmware: DemoFirmware, tmp_path: Path, notify_socket: socket.socket
+    firmware: DemoFirmware, tmp_path: Path, notify_socket: Notifications
 ) -> None:
     rig = await start_rig(firmware, tmp_path, faults=Faults(power_cycle_at=20000))
     try:
@@ -212,7 +224,7 @@ async def test_transient_fault_is_retried_and_resumed(
 
 
 async def test_device_refusal_is_reported_and_not_retried(
-    firmware: DemoFirmware, tmp_path: Path, notify_socket: socket.socket
+    firmware: DemoFirmware, tmp_path: Path, notify_socket: Notifications
 ) -> None:
     refused = fixture_package("app_v3_sdreq_A8_signed.zip")
     rig = await start_rig(firmware, tmp_path, package=refused, public_key=key_a())
