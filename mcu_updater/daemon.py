@@ -327,6 +327,7 @@ class Daemon:
         """
         self._set_phase("confirming activation")
         client = await settings.connect()
+        await asyncio.sleep(client.timeouts.post_validation)
         try:
             seconds = await client.wait_ready(client.timeouts.activation(sent[-1].size))
             inventory = await read_inventory(client)

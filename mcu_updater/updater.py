@@ -9,11 +9,13 @@ the inventory again because a SoftDevice update can invalidate the application.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from mcu_updater.dfu import wire
 from mcu_updater.dfu.client import DfuClient
@@ -21,12 +23,20 @@ from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.package import DfuPackage, Image
 from mcu_updater.dfu.transfer import ImageTransfer, Progress
 from mcu_updater.dfu.wire import ImageType, ResultCode
-from mcu_updater.errors import DeviceRejectedError, PolicyRefusedError
+from mcu_updater.errors import (
+    DeviceRejectedError,
+    LinkError,
+    PolicyRefusedError,
+    ProtocolError,
+    TransientError,
+)
 
 Connector = Callable[[], Awaitable[DfuClient]]
 """Opens the port and returns a client on it; the run closes ``client.link`` when done."""
 
 MAX_INVENTORY_ENTRIES: Final = 8
+REOPEN_INTERVAL: Final = 0.2
+T = TypeVar("T")
 
 # The bootloader reports a SoftDevice's version, but sd_req speaks FWIDs (nrfutil's table, S132 6.x).
 KNOWN_SOFTDEVICE_FWIDS: Final = {6000000: 0xA8, 6001000: 0xAF, 6001001: 0xB7}
@@ -229,10 +239,10 @@ class UpdateRun:
         client = await self._open()
         try:
             ready = await client.wait_ready()
-            await client.set_prn(self.options.prn)
-            mtu = await client.mtu()
+            await self._ask(client.set_prn, self.options.prn)
+            mtu = await self._ask(client.mtu)
             yield Connected(ready, mtu)
-            inventory = await read_inventory(client)
+            inventory = await self._ask(read_inventory, client)
             yield InventoryRead(inventory)
             items = plan(self.package, inventory, force=self.options.force)
             yield Planned(items)
@@ -247,8 +257,8 @@ class UpdateRun:
                     previous = to_send[position - 1].image
                     client, seconds = await self._reopen_after(client, previous)
                     yield Activated(previous, seconds)
-                    mtu = await client.mtu()
-                    inventory = await read_inventory(client)
+                    mtu = await self._ask(client.mtu)
+                    inventory = await self._ask(read_inventory, client)
                     yield InventoryRead(inventory)
                 yield ImageStarted(item.image)
                 transfer = ImageTransfer(
@@ -260,11 +270,22 @@ class UpdateRun:
                     retries=self.options.retries,
                 )
                 image_started = time.monotonic()
-                try:
-                    async for progress in transfer.run():
-                        yield ImageProgress(progress)
-                except DeviceRejectedError as error:
-                    raise explain_rejection(error, item.image, inventory, self.options.hw_version) from None
+                reconnects = 0
+                while True:
+                    try:
+                        async for progress in transfer.run():
+                            yield ImageProgress(progress)
+                    except DeviceRejectedError as error:
+                        raise explain_rejection(
+                            error, item.image, inventory, self.options.hw_version
+                        ) from None
+                    except LinkError:
+                        reconnects += 1
+                        if reconnects > self.options.retries:
+                            raise
+                        client = transfer.client = await self._reconnect(client)
+                        continue
+                    break
                 done = ImageSent(
                     item.image, time.monotonic() - image_started, transfer.bytes_resent, transfer.retry_count
                 )
@@ -279,16 +300,48 @@ class UpdateRun:
         finally:
             await client.link.close()
 
+    async def _ask(self, request: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Queries are harmless to repeat: one whose reply was lost or damaged on the line is asked again."""
+        for attempt in itertools.count():
+            try:
+                return await request(*args)
+            except (TransientError, ProtocolError, DeviceRejectedError):
+                if attempt >= self.options.retries:
+                    raise
+        raise AssertionError("unreachable: the loop returns or raises")
+
     async def _open(self) -> DfuClient:
         return await self.connect()
+
+    async def _reconnect(self, client: DfuClient) -> DfuClient:
+        """The port vanished mid-image: reopen it once it is back, so the device's RAM progress is kept."""
+        await client.link.close()
+        deadline = time.monotonic() + client.timeouts.ready
+        while True:
+            try:
+                fresh = await self.connect()
+            except LinkError:
+                # A USB adapter re-enumerates and a pty is re-created in a moment; wait for it, briefly.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(REOPEN_INTERVAL)
+                continue
+            try:
+                await fresh.wait_ready()
+                await self._ask(fresh.set_prn, self.options.prn)
+            except BaseException:
+                await fresh.link.close()
+                raise
+            return fresh
 
     async def _reopen_after(self, client: DfuClient, image: Image) -> tuple[DfuClient, float]:
         """Re-open the port once the bootloader has activated ``image`` and answers again."""
         await client.link.close()
+        await asyncio.sleep(client.timeouts.post_validation)
         fresh = await self.connect()
         try:
             seconds = await fresh.wait_ready(fresh.timeouts.activation(image.size))
-            await fresh.set_prn(self.options.prn)
+            await self._ask(fresh.set_prn, self.options.prn)
         except BaseException:
             await fresh.link.close()
             raise

@@ -113,6 +113,7 @@ def test_example_loads_with_the_documented_values(rootfs: Path) -> None:
         execute_final=3.0,
         ping=0.1,
         ready=10.0,
+        post_validation=0.4,
         activation_per_page=0.2,
     )
     assert config.notify.ready is ReadyWhen.AFTER_FIRST_RUN

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from mcu_updater.dfu.initpacket import FwType
-from mcu_updater.dfu.wire import ImageType
+from mcu_updater.dfu.wire import ImageType, OpCode
 from mcu_updater.errors import DeviceRejectedError, PolicyRefusedError, TargetNotAnsweringError
 from mcu_updater.sim.bootloader import Mode
 from mcu_updater.sim.device import VirtualNrf52
+from mcu_updater.sim.faults import Faults, ReplyFault
 from mcu_updater.sim.memory import SimTransport
 from mcu_updater.updater import (
     Action,
@@ -16,6 +17,7 @@ from mcu_updater.updater import (
     Connected,
     Event,
     Finished,
+    ImageProgress,
     ImageSent,
     ImageStarted,
     InstalledImage,
@@ -183,3 +185,28 @@ async def test_downgrade_policy_refuses_before_sending() -> None:
             await collect(UpdateRun(older, connector(nrf), Options(allow_downgrade=False)))
         assert nrf.stats.objects_created["command"] == 1, "no init packet of the older image was sent"
         assert nrf.stats.bytes_in - sent_before < 200, "only ping and inventory requests"
+
+
+async def test_port_vanishing_mid_image_is_reopened_and_resumed() -> None:
+    package = fixture_package("app_v2_signed.zip")
+    cables: list[SimTransport] = []
+    async with VirtualNrf52(public_key=key_a()) as nrf:
+        events = []
+        async for event in UpdateRun(package, connector(nrf, on_open=cables.append)).events():
+            events.append(event)
+            if isinstance(event, ImageProgress) and event.progress.offset == 8192 and len(cables) == 1:
+                cables[-1].unplug(OSError(5, "Input/output error"))
+    assert len(cables) == 2, "one reconnection"
+    assert received_sha256(nrf, "application") == [sha256(package.images[0].firmware)]
+    sent = [e for e in events if isinstance(e, ImageSent)]
+    assert sent[0].bytes_resent <= 4096
+    assert nrf.stats.objects_created["command"] == 1
+
+
+async def test_lost_inventory_reply_is_asked_again() -> None:
+    faults = Faults(replies=(ReplyFault("drop", opcode=OpCode.FW_VERSION, occurrence=2),))
+    async with VirtualNrf52(public_key=key_a(), faults=faults) as nrf:
+        events = await collect(UpdateRun(fixture_package("app_v2_signed.zip"), connector(nrf)))
+    inventory = next(e for e in events if isinstance(e, InventoryRead)).inventory
+    assert [i.kind for i in inventory.images] == ["bootloader", "softdevice"]
+    assert isinstance(events[-1], Finished)

@@ -48,6 +48,9 @@ class Timeouts:
     """One ping attempt while waiting for the bootloader to boot."""
     ready: float = 10.0
     """How long to keep pinging for a bootloader that is booting or activating an image."""
+    post_validation: float = 0.4
+    """Silence after an image's last EXECUTE: the bootloader writes its settings page (≈182 ms, CPU
+    halted) after replying; a byte then overruns a UART without flow control and resets it mid-write."""
     activation_per_page: float = 0.2
     """Activation copies each 4 KiB page (erase + write + progress) before the bootloader answers."""
 
@@ -201,6 +204,15 @@ class DfuClient:
         if len(reply.payload) < wire.MTU_LAYOUT.size:
             raise ProtocolError("truncated MTU reply from the device", "retry")
         (mtu,) = wire.MTU_LAYOUT.unpack_from(reply.payload)
+        # SLIP has no checksum: a damaged reply could announce frames the receiver cannot hold, and
+        # one oversized frame wedges it until it resets. Every nRF5 SDK serial bootloader says 131.
+        if not wire.MIN_MTU <= mtu <= wire.SERIAL_MTU:
+            raise ProtocolError(
+                f"the device reports an MTU of {mtu} bytes; the nRF5 SDK serial bootloader uses "
+                f"{wire.SERIAL_MTU}",
+                "retry; if it persists, check the baud rate and that the target runs an SDK serial "
+                "bootloader",
+            )
         return int(mtu)
 
     async def select(self, object_type: ObjectType) -> wire.SelectReply:

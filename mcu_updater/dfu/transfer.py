@@ -104,7 +104,8 @@ class ImageTransfer:
 
     async def run(self) -> AsyncIterator[Progress]:
         """Send the image; yields progress after the init packet and after every object."""
-        self._started = time.monotonic()
+        # Run again after a reconnection, the transfer keeps its clock, like its counters.
+        self._started = self._started or time.monotonic()
         failures = 0
         while True:
             try:
@@ -183,8 +184,15 @@ class ImageTransfer:
                 await self._stream(fw, offset, end)
                 offset = end
                 await self._check_crc(fw, offset)
-            await self._execute_data(offset)
-            yield self._progress("done" if offset == len(fw) else "data", offset)
+            try:
+                await self._execute_data(offset)
+            except DeviceRejectedError as error:
+                # At a boundary the device may hold the empty object of a CREATE whose reply was lost:
+                # nothing to execute there, and the CREATE below starts that object again.
+                if offset == len(fw) or error.result != ResultCode.OPERATION_NOT_PERMITTED:
+                    raise
+            else:
+                yield self._progress("done" if offset == len(fw) else "data", offset)
         elif offset:
             # Executed objects always passed our CRC check, so the bad bytes are in the object that
             # holds offset - 1 and was not executed; a CREATE there rolls the device back to its start.

@@ -459,6 +459,10 @@ class HwVersionReply:
 
 
 MTU_LAYOUT: Final = struct.Struct("<H")
+SERIAL_MTU: Final = 131
+"""UART_SLIP_MTU of the nRF5 SDK serial transport: its receive buffer, in decoded bytes."""
+MIN_MTU: Final = 12
+"""The smallest MTU that still carries a WRITE of one 4-byte word (see write_chunk_size)."""
 PROTOCOL_VERSION_LAYOUT: Final = struct.Struct("<B")
 
 

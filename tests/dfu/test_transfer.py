@@ -11,7 +11,13 @@ from mcu_updater.dfu.client import DfuClient
 from mcu_updater.dfu.package import Image
 from mcu_updater.dfu.transfer import ImageTransfer, Progress
 from mcu_updater.dfu.wire import ExtError, ObjectType, OpCode, ResultCode
-from mcu_updater.errors import DeviceRejectedError, LinkError, ReplyTimeoutError, TransientError
+from mcu_updater.errors import (
+    DeviceRejectedError,
+    LinkError,
+    ProtocolError,
+    ReplyTimeoutError,
+    TransientError,
+)
 from mcu_updater.sim.device import VirtualNrf52
 from mcu_updater.sim.faults import Faults, LinkFaults, ReplyFault
 from mcu_updater.sim.memory import SimTransport
@@ -249,3 +255,30 @@ async def test_azure_profile_accepts_unsigned_packages() -> None:
         await send(client, image)
         await client.link.close()
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
+
+
+async def test_damaged_mtu_reply_is_refused_not_trusted() -> None:
+    """A damaged high byte (0x0083 → 0x0283) would announce 643-byte frames and wedge the receiver."""
+    corrupt = Faults(replies=(ReplyFault("corrupt", opcode=OpCode.MTU_GET, occurrence=1, xor=0x02),))
+    async with device(corrupt) as nrf:
+        client = await connector(nrf)()
+        await client.wait_ready()
+        with pytest.raises(ProtocolError, match="MTU of 643 bytes"):
+            await client.mtu()
+        assert await client.mtu() == 131
+        await client.link.close()
+
+
+async def test_lost_create_reply_at_an_object_boundary_is_resumed() -> None:
+    """A data CREATE whose reply is lost leaves an empty object: the resume creates it again instead
+    of executing it (which the device refuses for ever)."""
+    faults = Faults(replies=(ReplyFault("drop", opcode=OpCode.CREATE, occurrence=4),))
+    image = app_image()
+    async with device(faults) as nrf:
+        client = await connector(nrf)()
+        await client.wait_ready()
+        transfer, _ = await send(client, image)
+        await client.link.close()
+    assert received_sha256(nrf, "application") == [sha256(image.firmware)]
+    assert transfer.retry_count == 1
+    assert transfer.bytes_resent == 0
