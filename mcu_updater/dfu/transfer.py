@@ -64,8 +64,13 @@ class Progress:
 
 def _is_transient(error: Exception) -> bool:
     if isinstance(error, InitPacketRejectedError):
-        # Only an incomplete init packet (bytes lost on the way) is worth sending again.
-        return error.result in (ResultCode.OPERATION_NOT_PERMITTED, ResultCode.INVALID_PARAMETER)
+        # Only an incomplete init packet (bytes lost on the way) is worth sending again, or a reply
+        # the bootloader never sends (INVALID, 0x00): that one was damaged on the line.
+        return error.result in (
+            ResultCode.OPERATION_NOT_PERMITTED,
+            ResultCode.INVALID_PARAMETER,
+            ResultCode.INVALID,
+        )
     # Every other request we make is valid by construction (the package was validated), so a device
     # refusal there means the request or its reply was damaged on the line, or the device reset.
     return isinstance(error, TransientError | ProtocolError | DeviceRejectedError)

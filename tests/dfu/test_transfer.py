@@ -282,3 +282,18 @@ async def test_lost_create_reply_at_an_object_boundary_is_resumed() -> None:
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
     assert transfer.retry_count == 1
     assert transfer.bytes_resent == 0
+
+
+async def test_init_execute_reply_damaged_to_a_reserved_code_is_retried() -> None:
+    """``60 04 01`` with its result flipped to 0x00: a code SDK 15.2 never sends, so not a refusal."""
+    damaged = ReplyFault(
+        "corrupt", opcode=OpCode.EXECUTE, occurrence=1, xor=0x01, match=lambda frame: len(frame) == 3
+    )
+    image = app_image()
+    async with device(Faults(replies=(damaged,))) as nrf:
+        client = await connector(nrf)()
+        await client.wait_ready()
+        transfer, _ = await send(client, image)
+        await client.link.close()
+    assert received_sha256(nrf, "application") == [sha256(image.firmware)]
+    assert transfer.retry_count == 1
