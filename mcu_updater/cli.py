@@ -127,7 +127,9 @@ async def _flash(args: argparse.Namespace) -> int:
             load_validated_package, args.package, args.public_key, args.hw_version
         )
         prn = args.prn if args.prn is not None else (1 if args.no_flow_control else 0)
-        options = Options(force=args.force, prn=prn, hw_version=args.hw_version)
+        options = Options(
+            force=args.force, prn=prn, hw_version=args.hw_version, flow_control=not args.no_flow_control
+        )
         timeouts = Timeouts(ready=args.ready_timeout)
         connect = serial_connector(args.port, args.baud, not args.no_flow_control, timeouts)
         await run_flash(package, connect, options, renderer)

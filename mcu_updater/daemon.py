@@ -327,7 +327,8 @@ class Daemon:
         """
         self._set_phase("confirming activation")
         client = await settings.connect()
-        await asyncio.sleep(client.timeouts.post_validation)
+        if not settings.options.flow_control:
+            await asyncio.sleep(client.timeouts.post_validation)
         try:
             seconds = await client.wait_ready(client.timeouts.activation(sent[-1].size))
             inventory = await read_inventory(client)

@@ -65,6 +65,7 @@ def daemon_settings(config: Config) -> DaemonSettings:
         connect=serial_connector(serial.port, serial.baud, serial.flow_control, config.timeouts),
         options=Options(
             prn=0 if serial.flow_control else 1,
+            flow_control=serial.flow_control,
             hw_version=config.target.hw_version,
             abort_when_idle=True,
             allow_downgrade=config.policy.downgrade is Downgrade.ALLOW,

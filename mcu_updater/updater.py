@@ -86,6 +86,8 @@ class Options:
     retries: int = 4
     hw_version: int | None = None
     abort_when_idle: bool = False
+    flow_control: bool = True
+    """False: the device cannot hold us off with CTS, so stay silent while it writes its settings."""
     allow_downgrade: bool = True
     """False: refuse, before sending, an image older than the one the device runs."""
     """With nothing to send, ABORT: the bootloader resets and boots a valid application at once."""
@@ -337,7 +339,8 @@ class UpdateRun:
     async def _reopen_after(self, client: DfuClient, image: Image) -> tuple[DfuClient, float]:
         """Re-open the port once the bootloader has activated ``image`` and answers again."""
         await client.link.close()
-        await asyncio.sleep(client.timeouts.post_validation)
+        if not self.options.flow_control:
+            await asyncio.sleep(client.timeouts.post_validation)
         fresh = await self.connect()
         try:
             seconds = await fresh.wait_ready(fresh.timeouts.activation(image.size))

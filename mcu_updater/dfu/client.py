@@ -49,8 +49,9 @@ class Timeouts:
     ready: float = 10.0
     """How long to keep pinging for a bootloader that is booting or activating an image."""
     post_validation: float = 0.4
-    """Silence after an image's last EXECUTE: the bootloader writes its settings page (≈182 ms, CPU
-    halted) after replying; a byte then overruns a UART without flow control and resets it mid-write."""
+    """Silence after an image's last EXECUTE on a line without flow control: the bootloader writes its
+    settings page (≈182 ms, CPU halted) after replying, and a byte then would overrun its UART and
+    reset it mid-write (with RTS/CTS it simply holds the host off)."""
     activation_per_page: float = 0.2
     """Activation copies each 4 KiB page (erase + write + progress) before the bootloader answers."""
 
