@@ -39,6 +39,21 @@ async def send(client: DfuClient, image: Image, *, retries: int = 4) -> tuple[Im
     return transfer, steps
 
 
+async def transfer_on(
+    nrf: VirtualNrf52, image: Image, *, retries: int = 4, prn: int = 0
+) -> tuple[ImageTransfer, list[Progress], DfuClient]:
+    """Connect to a booted simulator, send ``image`` once, close the port."""
+    client = await connector(nrf)()
+    try:
+        await client.wait_ready()
+        if prn:
+            await client.set_prn(prn)
+        transfer, steps = await send(client, image, retries=retries)
+    finally:
+        await client.link.close()
+    return transfer, steps, client
+
+
 def device(faults: Faults | None = None, **kwargs: object) -> VirtualNrf52:
     return VirtualNrf52(public_key=key_a(), faults=faults, **kwargs)  # type: ignore[arg-type]
 
@@ -47,10 +62,7 @@ def device(faults: Faults | None = None, **kwargs: object) -> VirtualNrf52:
 async def test_clean_transfer_installs_the_exact_image(chunk: int | None) -> None:
     image = app_image()
     async with device() as nrf:
-        client = await connector(nrf, chunk=chunk)()
-        await client.wait_ready()
-        transfer, steps = await send(client, image)
-        await client.link.close()
+        transfer, steps, _ = await transfer_on(nrf, image)
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
     assert [s.phase for s in steps] == ["init"] + ["data"] * 14 + ["done"]
     assert [s.offset for s in steps][-1] == APP_SIZE
@@ -103,10 +115,7 @@ async def test_dropped_crc_reply_resumes_without_resending() -> None:
 async def test_corrupted_byte_resends_only_its_object() -> None:
     image = app_image()
     async with device(Faults(flip_rx=(20000,))) as nrf:
-        client = await connector(nrf)()
-        await client.wait_ready()
-        transfer, _ = await send(client, image)
-        await client.link.close()
+        transfer, _, _ = await transfer_on(nrf, image)
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
     assert transfer.retry_count == 1
     assert transfer.bytes_resent == 4096
@@ -116,10 +125,7 @@ async def test_corrupted_byte_resends_only_its_object() -> None:
 async def test_power_cycle_mid_image_restores_init_and_restarts_data() -> None:
     image = app_image()
     async with device(Faults(power_cycle_at=30000)) as nrf:
-        client = await connector(nrf)()
-        await client.wait_ready()
-        transfer, _ = await send(client, image)
-        await client.link.close()
+        transfer, _, _ = await transfer_on(nrf, image)
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
     assert nrf.stats.resets["power-cycle"] == 1
     assert nrf.stats.objects_created["command"] == 1, "init packet survived the reset in flash"
@@ -186,11 +192,7 @@ async def test_faulty_line_still_delivers_the_exact_image(line: LinkFaults) -> N
 async def test_prn_pacing_waits_for_every_notification() -> None:
     image = app_image()
     async with device(flow_control=False) as nrf:
-        client = await connector(nrf)()
-        await client.wait_ready()
-        await client.set_prn(1)
-        await send(client, image)
-        await client.link.close()
+        _, _, client = await transfer_on(nrf, image, prn=1)
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
     assert client.stats.stray_replies == 0
 
@@ -225,10 +227,7 @@ async def test_late_reply_is_not_taken_for_the_next_one() -> None:
     faults = Faults(replies=(ReplyFault("delay", opcode=OpCode.SELECT, occurrence=1, seconds=0.45),))
     image = app_image()
     async with device(faults) as nrf:
-        client = await connector(nrf)()
-        await client.wait_ready()
-        _, steps = await send(client, image)
-        await client.link.close()
+        _, steps, client = await transfer_on(nrf, image)
     assert steps[-1].phase == "done"
     assert client.stats.stray_replies >= 1
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
@@ -250,10 +249,7 @@ async def test_unplugged_cable_fails_the_waiting_request() -> None:
 async def test_azure_profile_accepts_unsigned_packages() -> None:
     image = fixture_package("app_v2_unsigned.zip").images[0]
     async with VirtualNrf52(profile=Profile.AZURE_SAMPLE) as nrf:
-        client = await connector(nrf)()
-        await client.wait_ready()
-        await send(client, image)
-        await client.link.close()
+        await transfer_on(nrf, image)
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
 
 
@@ -275,10 +271,7 @@ async def test_lost_create_reply_at_an_object_boundary_is_resumed() -> None:
     faults = Faults(replies=(ReplyFault("drop", opcode=OpCode.CREATE, occurrence=4),))
     image = app_image()
     async with device(faults) as nrf:
-        client = await connector(nrf)()
-        await client.wait_ready()
-        transfer, _ = await send(client, image)
-        await client.link.close()
+        transfer, _, _ = await transfer_on(nrf, image)
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
     assert transfer.retry_count == 1
     assert transfer.bytes_resent == 0
@@ -291,9 +284,6 @@ async def test_init_execute_reply_damaged_to_a_reserved_code_is_retried() -> Non
     )
     image = app_image()
     async with device(Faults(replies=(damaged,))) as nrf:
-        client = await connector(nrf)()
-        await client.wait_ready()
-        transfer, _ = await send(client, image)
-        await client.link.close()
+        transfer, _, _ = await transfer_on(nrf, image)
     assert received_sha256(nrf, "application") == [sha256(image.firmware)]
     assert transfer.retry_count == 1
