@@ -23,7 +23,7 @@ from mcu_updater.hw.specs import ButtonSpec, TargetLine
 from mcu_updater.notify import Notifier
 from mcu_updater.sim.bootloader import Mode
 from mcu_updater.sim.demo_firmware import DemoFirmware, build_demo_firmware
-from mcu_updater.sim.device import VirtualNrf52
+from mcu_updater.sim.device import Timing, VirtualNrf52
 from mcu_updater.sim.faults import Faults
 from mcu_updater.sim.gpio import FakeChip, FakeGpio
 from mcu_updater.sim.lines import VirtualTargetLines
@@ -114,8 +114,11 @@ async def start_rig(
     faults: Faults | None = None,
     package: DfuPackage | None = None,
     public_key: ec.EllipticCurvePublicKey | None = None,
+    timing: Timing | None = None,
 ) -> Rig:
-    device = VirtualNrf52(public_key=public_key or firmware.public_key, faults=faults)
+    device = VirtualNrf52(
+        public_key=public_key or firmware.public_key, faults=faults, timing=timing or Timing()
+    )
     lines = VirtualTargetLines(device, initial={TargetLine.RESET: True})
     device.start()
     gpio = FakeGpio(FakeChip("/dev/gpiochip0", "pinctrl-bcm2711", [f"GPIO{n}" for n in range(58)]))
@@ -193,18 +196,24 @@ async def test_status_over_the_control_socket(rig: Rig) -> None:
 
 
 async def test_sigterm_mid_transfer_returns_the_target_and_exits(
-    rig: Rig, notify_socket: Notifications
+    firmware: DemoFirmware, tmp_path: Path, notify_socket: Notifications
 ) -> None:
-    await until(lambda: rig.daemon.phase.startswith("updating application"))
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert await asyncio.wait_for(rig.task, 5) == 0
-    record = rig.store.load().last_run
-    assert record is not None
-    assert record.result == "failed"
-    assert "stopped" in record.error
-    assert "STOPPING=1" in notify_socket.messages
-    # The SoftDevice went in; the app transfer was cut: the bootloader waits for the next run.
-    assert await rig.device.until_booted() == Mode.DFU
+    # At 460800 baud the application takes ~0.5 s on the line: SIGTERM lands inside its transfer.
+    rig = await start_rig(firmware, tmp_path, timing=Timing(baud=460_800))
+    try:
+        await until(lambda: rig.daemon.phase.startswith("updating application"))
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(rig.task, 5) == 0
+        record = rig.store.load().last_run
+        assert record is not None
+        assert record.result == "failed"
+        assert "stopped" in record.error
+        assert "STOPPING=1" in notify_socket.messages
+        # The SoftDevice went in; the app transfer was cut: the bootloader waits for the next run.
+        assert await rig.device.until_booted() == Mode.DFU
+    finally:
+        rig.lines.close()
+        await rig.device.close()
 
 
 async def test_transient_fault_is_retried_and_resumed(

@@ -134,7 +134,10 @@ class DfuClient:
             self._unanswered_bytes += len(payload) + 1
             budget = work + 2 * self.line_time(self._unanswered_bytes + 32)
             try:
-                reply = await asyncio.wait_for(future, budget)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # (SIGTERM) that arrives as the reply does, and the run would carry on.
+                async with asyncio.timeout(budget):
+                    reply = await future
             except TimeoutError:
                 self.stats.timeouts += 1
                 self._needs_resync = True
