@@ -27,7 +27,15 @@ async def test_no_fault_bricks_and_every_failure_recovers(tmp_path: Path) -> Non
     assert all(o.recovered for o in failed), "the next, fault-free run finishes the job"
     single_run = {cell.kind: cell.count("success") for cell in cells if cell.profile is Profile.SDK}
     # One run survives each of these faults by itself (nrfutil 6.1.7 fails its first run on most).
-    for kind in ("reply-drop", "reply-delay", "byte-corrupt", "stall", "power-cycle", "port-vanish"):
+    for kind in (
+        "reply-drop",
+        "reply-delay",
+        "byte-corrupt",
+        "stall",
+        "no-flow-control",
+        "power-cycle",
+        "port-vanish",
+    ):
         assert single_run[kind] == 3, kind
     killed = [o for o in outcomes if o.kind == "host-killed"]
     assert all(o.result == "success" for o in killed)

@@ -36,7 +36,7 @@ from mcu_updater.dfu.wire import OpCode
 from mcu_updater.errors import LinkError, McuUpdaterError
 from mcu_updater.sim import memory
 from mcu_updater.sim.demo_firmware import DEMO_SD_FWID, FRESH_SD_FWID, HW_VERSION, demo_key, softdevice_image
-from mcu_updater.sim.device import VirtualNrf52
+from mcu_updater.sim.device import Timing, VirtualNrf52
 from mcu_updater.sim.faults import Faults, ReplyFault, Stall
 from mcu_updater.sim.validation import Profile, image_kind
 from mcu_updater.updater import Connector, ImageSent, Options, UpdateRun
@@ -49,6 +49,8 @@ TIMEOUTS: Final = Timeouts(
 LONGEST_TIMEOUT: Final = 0.4
 PING_OPCODE: Final = int(OpCode.PING)
 CONCURRENT_RUNS: Final = 8
+SETTLE: Final = 0.5
+"""Longer than the bootloader's work after its last reply (settings page and backup, 2 x 91 ms)."""
 
 KINDS: Final = (
     "reply-drop",
@@ -56,6 +58,7 @@ KINDS: Final = (
     "reply-corrupt",
     "byte-corrupt",
     "stall",
+    "no-flow-control",
     "power-cycle",
     "port-vanish",
     "host-killed",
@@ -153,7 +156,9 @@ class _Run:
         return connect
 
     async def update(self, package: DfuPackage) -> list[ImageSent]:
-        run = UpdateRun(package, self.connector(), Options())
+        paced = not self.device.flow_control
+        options = Options(prn=1 if paced else 0, flow_control=not paced)
+        run = UpdateRun(package, self.connector(), options)
         return [event async for event in run.events() if isinstance(event, ImageSent)]
 
     def installed(self) -> bool:
@@ -179,8 +184,9 @@ class _Run:
                     await self._watched(self.update(self.firmware.update))
             except McuUpdaterError as failure:
                 error = failure.message or type(failure).__name__
-            # Activation (copying bank 1 into place) happens while the device boots after the last image.
-            await self.device.until_booted()
+            # After its last reply the bootloader still writes its settings (182 ms with flash timing),
+            # then resets and activates the image while it boots: judge the device after that.
+            await self._settled()
             resent = self.firmware_bytes() - before - sum(i.size for i in self.firmware.update.images)
             if self.installed() and not error:
                 return Outcome(
@@ -195,10 +201,14 @@ class _Run:
             self.device.faults = Faults()
             with contextlib.suppress(McuUpdaterError):
                 await self.update(self.firmware.update)
-            await self.device.until_booted()
+            await self._settled()
             return Outcome(
                 self.kind, self.profile, "clean-failure", self.fault, error, self.installed(), max(0, resent)
             )
+
+    async def _settled(self) -> None:
+        await asyncio.sleep(SETTLE)
+        await self.device.until_booted()
 
     async def _arm(self) -> None:
         """Set this run's fault on the device, drawn from the shape of a clean run's exchange."""
@@ -219,6 +229,12 @@ class _Run:
             stall = Stall(after, rng.uniform(LONGEST_TIMEOUT + 0.05, 1.0))
             device.faults = Faults(stalls=(stall,))
             self.fault = f"stall {stall.seconds:.2f} s after frame {after - device.stats.frames_in}"
+        elif kind == "no-flow-control":
+            # A host that ignores CTS, paced by PRN 1 as `flash --no-flow-control` does, against the
+            # device's real flash stalls (a byte during one overruns its UART and resets it).
+            device.flow_control = False
+            device.timing = Timing(baud=rng.choice((None, 1_000_000, 460_800)), flash=True)
+            self.fault = f"no flow control, {device.timing.baud or 'unlimited'} baud"
         elif kind == "power-cycle":
             largest = max(image.size for image in self.firmware.update.images)
             offset = rng.randrange(1, largest)
