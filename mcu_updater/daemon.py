@@ -62,6 +62,8 @@ from mcu_updater.updater import (
 
 RETRYABLE: Final = (TransientError, ProtocolError, LinkError, TargetNotAnsweringError)
 BACKOFF: Final = (1.0, 3.0, 10.0)
+# How long systemd should wait for READY=1 after start: every image at a slow line rate, plus retries.
+STARTUP_BUDGET: Final = 600.0
 IMAGE_ORDER: Final = (FwType.SOFTDEVICE_BOOTLOADER, FwType.SOFTDEVICE, FwType.BOOTLOADER, FwType.APPLICATION)
 
 log = structlog.get_logger("mcu_updater.daemon")
@@ -179,7 +181,7 @@ class Daemon:
             if self.button_start is not None:
                 self.button_start(lambda: self.trigger("button"))
             if self.settings.ready_after_first_run:
-                self.notifier.extend_timeout(self._startup_budget())
+                self.notifier.extend_timeout(STARTUP_BUDGET)
             else:
                 self.notifier.ready()
             self._wanted.set()
@@ -206,10 +208,6 @@ class Daemon:
             for signum in signals:
                 loop.remove_signal_handler(signum)
         return 0
-
-    def _startup_budget(self) -> float:
-        """How long systemd should wait for READY=1: every image at a slow line rate, plus retries."""
-        return 600.0
 
     async def _next_request(self) -> None:
         wanted = asyncio.create_task(self._wanted.wait())
@@ -394,7 +392,7 @@ class Daemon:
             self.state = DaemonState(entries, self.state.last_run, self.state.runs)
 
     def _record_sent(self, image: Image) -> None:
-        """After the final image the bootloader is not asked again; record what it accepted."""
+        """Record what the bootloader accepted (without a DFU line it is not asked again afterwards)."""
         kind = "softdevice" if image.kind == FwType.SOFTDEVICE else image.kind.name.lower()
         version = image.softdevice.version if image.softdevice and kind == "softdevice" else image.version
         others = tuple(e for e in self.state.inventory if e.type != kind)

@@ -14,7 +14,7 @@ import enum
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from mcu_updater.dfu import wire
@@ -141,7 +141,7 @@ class Finished:
     sent: tuple[ImageSent, ...]
     skipped: tuple[PlanItem, ...]
     seconds: float
-    firmware_bytes: int = field(default=0)
+    firmware_bytes: int = 0
 
 
 Event = Connected | InventoryRead | Planned | ImageStarted | ImageProgress | ImageSent | Activated | Finished
