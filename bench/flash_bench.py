@@ -7,6 +7,11 @@ Each row is one whole-process run against a fresh simulator (``mcu-updater simul
 wall time from process start to exit, user+system CPU seconds and peak RSS from ``wait4``. The
 line-rate minimum is the UART time of the exact exchange a serial DFU host must make (init packet,
 every object's CREATE/WRITE/CRC/EXECUTE with their replies), 10 bits per byte.
+
+Both tools run as a gateway would have them: installed from a wheel by pip into their own venv, with
+compiled bytecode (nrfutil from PyPI; mcu-updater from this checkout into a cached venv refreshed on
+every run). The development venv is editable and, where PYTHONDONTWRITEBYTECODE is set, recompiles the
+package on every start, which is not what a user's start-up costs.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ sys.path.insert(0, str(ROOT))
 from mcu_updater.dfu import slip  # noqa: E402
 from mcu_updater.dfu.package import load_package  # noqa: E402
 from mcu_updater.dfu.wire import write_chunk_size  # noqa: E402
-from tests.nrfutil import nrfutil  # noqa: E402
+from tests.nrfutil import CACHE, nrfutil  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures"
+INSTALLED = CACHE / "bench-venv"
 BAUD = 115200
 WRITE_CHUNK = write_chunk_size(131)
 OBJECT_SIZE = 4096
@@ -88,6 +94,18 @@ def measure(argv: list[str]) -> Measurement:
     return Measurement(result["wall"], result["cpu"], result["rss"], result["exit"])
 
 
+def install_checkout() -> Path:
+    """The `mcu-updater` executable of a non-editable install of this checkout (dependencies stay
+    installed between runs; the project itself is rebuilt each time)."""
+    pip = INSTALLED / "bin" / "pip"
+    if not pip.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(INSTALLED)], check=True)
+    quiet = ["--quiet", "--disable-pip-version-check"]
+    subprocess.run([str(pip), "install", *quiet, str(ROOT)], check=True)
+    subprocess.run([str(pip), "install", *quiet, "--no-deps", "--force-reinstall", str(ROOT)], check=True)
+    return INSTALLED / "bin" / "mcu-updater"
+
+
 def launcher_floor_kib() -> int:
     """The launcher's own peak RSS, below which no figure can be read."""
     return measure(["/bin/true"]).max_rss_kib
@@ -133,11 +151,17 @@ class Cell:
     baud: int
 
 
-def run_tool(tool: str, cell: Cell, nrfutil_exe: Path) -> Measurement:
+@dataclass(frozen=True)
+class Executables:
+    mcu_updater: Path
+    nrfutil: Path
+
+
+def run_tool(tool: str, cell: Cell, exes: Executables) -> Measurement:
     sim = Simulator(cell.flash_timing, cell.baud)
     try:
         if tool.startswith("mcu-updater"):
-            argv = [str(ROOT / ".venv/bin/mcu-updater"), "flash", str(cell.package), "--port", sim.port]
+            argv = [str(exes.mcu_updater), "flash", str(cell.package), "--port", sim.port]
             argv += ["--baud", str(BAUD)]
             if tool == VERIFYING:
                 argv += ["--public-key", str(FIXTURES / "key_a_public.pem")]
@@ -145,7 +169,7 @@ def run_tool(tool: str, cell: Cell, nrfutil_exe: Path) -> Measurement:
             # -cd 0: no connect delay. -t is nrfutil's USB-lister wait (it never matches a pty, so it
             # costs the full -t per image) and its ping time: 1 s suffices for one image; a SoftDevice
             # activation needs 3 s.
-            argv = [str(nrfutil_exe), "dfu", "serial", "-pkg", str(cell.package), "-p", sim.port]
+            argv = [str(exes.nrfutil), "dfu", "serial", "-pkg", str(cell.package), "-p", sim.port]
             argv += ["-b", str(BAUD), "-fc", "0", "-cd", "0", "-t", "1" if cell.images == 1 else "3"]
         return measure(argv)
     finally:
@@ -161,11 +185,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell (the fastest is shown)")
     args = parser.parse_args()
-    nrfutil_exe = nrfutil()
+    exes = Executables(mcu_updater=install_checkout(), nrfutil=nrfutil())
     packages = [(name, load_package(FIXTURES / name)) for name in ("app_v2_signed.zip", "sd_app_signed.zip")]
 
     def best(tool: str, cell: Cell) -> Measurement:
-        return min((run_tool(tool, cell, nrfutil_exe) for _ in range(args.repeat)), key=lambda m: m.wall)
+        return min((run_tool(tool, cell, exes) for _ in range(args.repeat)), key=lambda m: m.wall)
 
     print(f"Wall time at {BAUD} baud (the simulator models the line rate; WRITEs of {WRITE_CHUNK} B)")
     header = ("package", "flash timing", "tool", "wall s", "line min s", "wall/min", "exit")
