@@ -214,6 +214,18 @@ def main() -> None:
             m = best(tool, Cell(FIXTURES / name, len(package.images), False, 0))
             figures = (name, tool, m.wall, m.cpu, m.max_rss_kib / 1024, m.exit_code)
             print("{:20} {:>15} {:8.3f} {:7.3f} {:12.1f} {:4}".format(*figures))
+    start_up = min((measure(import_floor_argv(exes)) for _ in range(args.repeat)), key=lambda m: m.cpu)
+    print(
+        f"\nStart-up floor (the interpreter importing asyncio, pyserial-asyncio-fast and protobuf, "
+        f"nothing of ours): CPU {start_up.cpu:.3f} s, peak RSS {start_up.max_rss_kib / 1024:.1f} MiB"
+    )
+
+
+def import_floor_argv(exes: Executables) -> list[str]:
+    """What any asyncio + protobuf DFU host pays before its first line of code runs."""
+    python = exes.mcu_updater.with_name("python")
+    imports = "import asyncio, serial_asyncio_fast; from google.protobuf import descriptor_pool"
+    return [str(python), "-c", imports]
 
 
 if __name__ == "__main__":
