@@ -20,6 +20,7 @@ from mcu_updater.demo import add_demo_parser, run_demo
 from mcu_updater.dfu.client import Timeouts
 from mcu_updater.dfu.package import DfuPackage
 from mcu_updater.errors import McuUpdaterError, UsageError
+from mcu_updater.package_cli import add_package_parser, run_package
 from mcu_updater.sim.cli import add_simulate_parser, run_simulate
 from mcu_updater.updater import Connector, Options, UpdateRun
 
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_daemon_parsers(commands)
     add_simulate_parser(commands)
     add_demo_parser(commands)
+    add_package_parser(commands)
     return parser
 
 
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             "flash": lambda: asyncio.run(_flash(args)),
             "simulate": lambda: run_simulate(args),
             "demo": lambda: run_demo(args),
+            "package": lambda: run_package(args),
         }
         return handlers[args.command]()
     except McuUpdaterError as error:
