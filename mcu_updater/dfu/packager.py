@@ -141,8 +141,6 @@ def _nrfutil_sd_req(values: Sequence[int]) -> tuple[int, ...]:
 def plan_images(spec: PackageSpec) -> list[ImageInput]:
     """The images nrfutil 6.1.7 would pack for ``spec``, in send order; UsageError for what it refuses."""
     app, sd, bl = spec.application, spec.softdevice, spec.bootloader
-    if app is None and sd is None and bl is None:
-        raise UsageError("no firmware given", "give --application, --softdevice and/or --bootloader")
     if app is not None and bl is not None and sd is None:
         raise UsageError(
             "a package cannot hold a bootloader and an application without a SoftDevice (nor can nrfutil's)",
@@ -160,6 +158,8 @@ def plan_images(spec: PackageSpec) -> list[ImageInput]:
             raise UsageError(
                 f"--{name} needs --{name}-version N", "give the version the device compares against"
             )
+    if app is None and sd is None and bl is None:
+        raise UsageError("no firmware given", "give --application, --softdevice and/or --bootloader")
     if app is not None and sd is not None and not spec.sd_id:
         raise UsageError(
             "--softdevice with --application needs --sd-id: the FWID of the new SoftDevice the application "
