@@ -28,7 +28,7 @@ def _name(kind: type[HashType] | type[SignatureType], value: int | None) -> str:
 
 
 def _version(value: int | None) -> str:
-    return "absent" if value is None else f"{value} (0x{value:08X})"
+    return "absent" if value is None else f"0x{value:08X} ({value})"
 
 
 def _signature(image: Image, public_key: ec.EllipticCurvePublicKey | None) -> tuple[str, bool]:
