@@ -7,6 +7,8 @@ import json
 import os
 import shlex
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -34,6 +36,12 @@ def package(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return code, out, err
+
+
+def test_the_cli_loads_no_packager_library_until_package_runs() -> None:
+    probe = "import sys, mcu_updater.cli; print(sorted({'intelhex', 'cryptography'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 # --- HEX and .bin input ------------------------------------------------------------------------
