@@ -204,9 +204,10 @@ def plan_images(spec: PackageSpec) -> list[ImageInput]:
             ImageInput(FwType.APPLICATION, app.firmware, app.stem, spec.application_version, app_sd_req)
         )
     stems = [image.stem for image in images]
-    if len(set(stems)) != len(stems):
+    clashing = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if clashing:
         raise UsageError(
-            f"two images would both be stored as {stems[0]}.bin in the package",
+            f"two images would both be stored as {clashing[0]}.bin in the package",
             "rename one of the firmware files",
         )
     return images

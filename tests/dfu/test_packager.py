@@ -250,6 +250,7 @@ TARGET = "--hw-version 52 --sd-req 0xAF"
         (f"{APP} {TARGET} --key-file pub.pem", 64, "public key"),
         (f"--softdevice notsd.hex {APP} {TARGET} --sd-id 0xB7", 65, "SoftDevice info struct"),
         (f"--softdevice sd.hex {APP} {TARGET} --sd-id 0xB6", 65, "--sd-id 0xB7"),
+        (f"--softdevice sub/app.hex {APP} {TARGET} --sd-id 0xB7", 64, "both be stored as app.bin"),
     ],
 )
 def test_refused_options_and_inputs(
@@ -260,7 +261,9 @@ def test_refused_options_and_inputs(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _inputs(tmp_path)
+    files = _inputs(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "app.hex").write_bytes(files["sd"].read_bytes())
     (tmp_path / "bad.hex").write_text(":10000000FFFF\n")
     write_hex(tmp_path / "notsd.hex", (SD_START, firmware(0x3000, seed=5)))
     (tmp_path / "pub.pem").write_bytes(shared_fixture("key_a_public.pem").read_bytes())
@@ -270,7 +273,7 @@ def test_refused_options_and_inputs(
     assert message in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.zip").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
 
 
 def test_application_version_string_as_nrfutil(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
