@@ -1,7 +1,7 @@
 """The ``mcu-updater`` command: argument parsing, real adapters, and errors mapped to exit codes.
 
 Exit codes (sysexits): 0 success or nothing to do, 64 usage, 65 package invalid or refused by the
-device, 66 package or key file missing, 69 target not answering, 74 serial I/O error, 75 transient
+device, 66 package, key or firmware file missing, 69 target not answering, 74 serial I/O error, 75 transient
 failure that outlasted the retries, 78 configuration error, 70 internal error, 130 interrupted.
 """
 
@@ -20,6 +20,7 @@ from mcu_updater.demo import add_demo_parser, run_demo
 from mcu_updater.dfu.client import Timeouts
 from mcu_updater.dfu.package import DfuPackage
 from mcu_updater.errors import McuUpdaterError, UsageError
+from mcu_updater.package_cli import add_package_parser, run_package
 from mcu_updater.sim.cli import add_simulate_parser, run_simulate
 from mcu_updater.updater import Connector, Options, UpdateRun
 
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_daemon_parsers(commands)
     add_simulate_parser(commands)
     add_demo_parser(commands)
+    add_package_parser(commands)
     return parser
 
 
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             "flash": lambda: asyncio.run(_flash(args)),
             "simulate": lambda: run_simulate(args),
             "demo": lambda: run_demo(args),
+            "package": lambda: run_package(args),
         }
         return handlers[args.command]()
     except McuUpdaterError as error:

@@ -17,6 +17,8 @@ from typing import Final
 import pytest
 
 VERSION: Final = "6.1.7"
+# No connect delay; -t 2 is both nrfutil's USB-lister wait (never matches a pty) and its ping time.
+DFU_SERIAL_FLAGS: Final = ("-fc", "0", "-cd", "0", "-t", "2")
 CACHE: Final = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mcu-updater"
 VENV: Final = CACHE / f"nrfutil-{VERSION}"
 
@@ -64,3 +66,15 @@ def _works(exe: Path) -> bool:
     except OSError:
         return False
     return done.returncode == 0 and VERSION in done.stdout
+
+
+def run_nrfutil(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run nrfutil with ``args`` (output captured, never raising on failure)."""
+    return subprocess.run(
+        [str(nrfutil()), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def dfu_serial(package: Path, port: str, baud: int) -> subprocess.CompletedProcess[str]:
+    """``nrfutil dfu serial``: upload ``package`` to the bootloader on ``port``."""
+    return run_nrfutil("dfu", "serial", "-pkg", str(package), "-p", port, "-b", str(baud), *DFU_SERIAL_FLAGS)

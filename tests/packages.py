@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from intelhex import IntelHex
 
 from mcu_updater.dfu.initpacket import (
     FwType,
@@ -71,6 +72,15 @@ def softdevice_firmware(
     if size >= SD_INFO_OFFSET + _SD_INFO.size:
         _SD_INFO.pack_into(image, SD_INFO_OFFSET, info_size, magic, end_address, fwid, 132, version)
     return bytes(image)
+
+
+def write_hex(path: Path, *segments: tuple[int, bytes]) -> Path:
+    """An Intel HEX file holding each (address, bytes) segment, as a build would write it."""
+    hexfile = IntelHex()
+    for address, data in segments:
+        hexfile.frombytes(data, offset=address)
+    hexfile.write_hex_file(str(path))
+    return path
 
 
 def flip(data: bytes, index: int = 0) -> bytes:

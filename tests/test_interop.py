@@ -7,14 +7,13 @@ must get exactly the documented outcome, and the devices must end in the documen
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from mcu_updater.dfu.wire import ImageType
 from tests.conftest import shared_fixture
-from tests.nrfutil import nrfutil
+from tests.nrfutil import dfu_serial, nrfutil
 from tests.simproc import FAST_BAUD, SimulatorProcess, query_inventory, run_cli
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(400)]
@@ -44,19 +43,7 @@ AZURE_ROWS = [
     ("bl_v2_signed.zip", 0x05),
     ("sd_app_signed.zip", SUCCESS),
 ]
-# No connect delay; -t 2 is both nrfutil's USB-lister wait (never matches a pty) and its ping time.
-NRFUTIL_FLAGS = ("-fc", "0", "-cd", "0", "-t", "2")
 PROFILES = {"sdk": SDK_ROWS, "azure-sample": AZURE_ROWS}
-
-
-def _upload_with_nrfutil(exe: Path, package: Path, port: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(exe), "dfu", "serial", "-pkg", str(package), "-p", port, "-b", str(FAST_BAUD), *NRFUTIL_FLAGS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _check_final_inventory(port: str) -> None:
@@ -78,10 +65,10 @@ def _sim_args(profile: str) -> list[str]:
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_nrfutil_uploads_to_the_simulator(profile: str, tmp_path: Path) -> None:
-    exe = nrfutil()
+    nrfutil()  # built before the simulator starts, so a first build cannot eat into its time
     with SimulatorProcess(tmp_path / "state.json", *_sim_args(profile)) as sim:
         for row, (name, expected) in enumerate(PROFILES[profile], 1):
-            done = _upload_with_nrfutil(exe, shared_fixture(name), sim.port)
+            done = dfu_serial(shared_fixture(name), sim.port, FAST_BAUD)
             output = done.stdout + done.stderr
             if expected is SUCCESS:
                 assert done.returncode == 0, f"row {row} {name}: {output[-800:]}"
