@@ -19,6 +19,7 @@ from mcu_updater.console import Renderer
 from mcu_updater.demo import add_demo_parser, run_demo
 from mcu_updater.dfu.client import Timeouts
 from mcu_updater.dfu.package import DfuPackage
+from mcu_updater.doctor import add_doctor_parser, run_doctor
 from mcu_updater.errors import McuUpdaterError, UsageError
 from mcu_updater.sim.cli import add_simulate_parser, run_simulate
 from mcu_updater.updater import Connector, Options, UpdateRun
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     flash.add_argument("--json", action="store_true", help="NDJSON events on stdout")
 
     add_daemon_parsers(commands)
+    add_doctor_parser(commands)
     add_simulate_parser(commands)
     add_demo_parser(commands)
     return parser
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             "flash": lambda: asyncio.run(_flash(args)),
             "simulate": lambda: run_simulate(args),
             "demo": lambda: run_demo(args),
+            "doctor": lambda: run_doctor(args),
         }
         return handlers[args.command]()
     except McuUpdaterError as error:
