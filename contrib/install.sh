@@ -233,14 +233,27 @@ reload_udev() {
     fi
 }
 
+# Sets CONFIG_OK: the service exits 78 on a configuration error, so it is started only with a valid one.
+check_config() {
+    CONFIG_OK=yes
+    verdict=$(in_root "$VENV/bin/mcu-updater" check-config "$CONFIG" 2>&1) || CONFIG_OK=no
+    say "check-config: $verdict"
+}
+
 enable_service() {
     if systemd_running; then
         systemctl daemon-reload
+        if [ "$CONFIG_OK" = no ]; then
+            systemctl --quiet enable mcu-updater
+            say "service: enabled, not started: fix $CONFIG, then systemctl start mcu-updater"
+            return
+        fi
         if [ "$CHANGED" = yes ] && systemctl --quiet is-active mcu-updater; then
-            systemctl restart mcu-updater
+            systemctl restart mcu-updater || die "the service did not restart: journalctl -u mcu-updater -n 20"
             say "service: restarted on the new installation"
         fi
-        systemctl --quiet enable --now mcu-updater
+        systemctl --quiet enable --now mcu-updater ||
+            die "the service did not start: journalctl -u mcu-updater -n 20, and mcu-updater doctor"
         say "service: enabled and started (systemctl status mcu-updater)"
         return
     fi
@@ -266,6 +279,7 @@ do_install() {
     if [ "$WROTE" = yes ]; then reload_udev; fi
     install_file "$TREE/systemd/mcu-updater.service" "$UNIT" 0644
     if [ "$WROTE" = yes ]; then CHANGED=yes; fi
+    check_config
     enable_service
     say "done; check the gateway with: mcu-updater doctor"
 }

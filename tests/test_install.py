@@ -147,6 +147,8 @@ def test_install_creates_the_user_files_and_enables_the_service(gateway: Gateway
     assert all(line.startswith("mcu-updater install: ") for line in lines)
     assert "mcu-updater install: venv /opt/mcu-updater/venv: installed mcu-updater 0.1.0" in lines
     assert "mcu-updater install: group gpio: created (Raspberry Pi OS has it; plain Debian does not)" in lines
+    # The shipped configuration names a public key the operator still has to install.
+    assert f"mcu-updater install: check-config: {CONFIG}:42: target.public_key: " in "\n".join(lines)
 
     groups = gateway.run("id", "-nG", "mcu-updater")
     assert set(groups.stdout.split()) == {"mcu-updater", "dialout", "gpio"}, groups.stderr
@@ -189,6 +191,7 @@ def test_rerun_changes_nothing(gateway: Gateway) -> None:
         s for s in steps if not re.search(r": (unchanged|exists|exists, in dialout and gpio|enabled)$", s)
     ]
     assert changed == [
+        next(step for step in steps if step.startswith("check-config: ")),
         "service: systemd is not running here; it starts at the next boot (or: systemctl start mcu-updater)",
         "done; check the gateway with: mcu-updater doctor",
     ]
@@ -203,12 +206,25 @@ def test_edited_config_is_kept_and_checks_out(gateway: Gateway) -> None:
 
     lines = gateway.install(gateway.wheel)
     assert f"mcu-updater install: {CONFIG}: yours, kept" in lines
+    assert f"mcu-updater install: check-config: {CONFIG}: OK (port /dev/ttyAMA0, " in "\n".join(lines)
     assert config.read_text() == edited
     assert gateway.path(CONFIG + ".dist").read_bytes() == (REPO / "config/mcu-updater.yaml").read_bytes()
 
     check = gateway.run("mcu-updater", "check-config", CONFIG)
     assert check.returncode == 0, check.stderr
     assert check.stdout.startswith(f"{CONFIG}: OK (port /dev/ttyAMA0, gpio backend gpiod, 1 firmware entry)")
+
+
+def test_doctor_runs_in_the_installed_gateway(gateway: Gateway) -> None:
+    done = gateway.run("mcu-updater", "doctor")
+    lines = done.stdout.splitlines()
+    # No UART, no GPIO chips and no packages in this root: FAILs, but the installation's part is OK.
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr == ""
+    assert f"OK    config     {CONFIG} is valid" in lines
+    assert "OK    groups     mcu-updater (service user) is in dialout and gpio" in lines
+    assert "FAIL  port       /dev/ttyAMA0 does not exist" in "\n".join(lines)
+    assert f"FAIL  firmware   no firmware packages in {FIRMWARE}" in "\n".join(lines)
 
 
 def test_upgrade_rebuilds_the_venv(gateway: Gateway) -> None:
