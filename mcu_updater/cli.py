@@ -3,6 +3,7 @@
 Exit codes (sysexits): 0 success or nothing to do, 64 usage, 65 package invalid or refused by the
 device, 66 package or key file missing, 69 target not answering, 74 serial I/O error, 75 transient
 failure that outlasted the retries, 78 configuration error, 70 internal error, 130 interrupted.
+`doctor` exits 1 when one of its checks fails.
 """
 
 from __future__ import annotations
