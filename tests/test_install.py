@@ -1,6 +1,7 @@
 """contrib/install.sh for real: run inside a Debian bookworm root (debootstrap minbase, chrooted, with its
 own python3-venv; mcu-updater as a wheel built from this tree, its dependencies from PyPI), then re-run,
-upgraded, uninstalled; and once more from outside with --root, as an image builder runs it.
+upgraded, uninstalled; and once more from outside with --root and the source tree, as an image builder
+runs it.
 
 The tests of this module share one installed root and run in order: each starts from where the previous
 one left it (installed → re-run → edited → upgraded → uninstalled).
@@ -103,15 +104,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def prepared_root(directory: Path, wheel: Path) -> Gateway:
+def fresh_root(directory: Path) -> Path:
+    """A new copy of the Debian root whose pip trusts what the host's does."""
     root = unpack_debian_root(directory)
+    bundle = host_ca_bundle()
+    if bundle is not None:
+        shutil.copyfile(bundle, root / HOST_CA_INSIDE.lstrip("/"))
+    return root
+
+
+def prepared_root(directory: Path, wheel: Path) -> Gateway:
+    """A fresh root with the installer's files and the wheel copied in, as on a gateway."""
+    root = fresh_root(directory)
     source = root / SOURCE_INSIDE.lstrip("/")
     for part in ("contrib", "config", "systemd"):
         shutil.copytree(REPO / part, source / part)
     shutil.copy(wheel, source)
-    bundle = host_ca_bundle()
-    if bundle is not None:
-        shutil.copyfile(bundle, root / HOST_CA_INSIDE.lstrip("/"))
     return Gateway(root, f"{SOURCE_INSIDE}/{wheel.name}")
 
 
@@ -253,10 +261,11 @@ def test_uninstall_keeps_config_and_user_until_purge(gateway: Gateway) -> None:
     assert "gpio:" in gateway.path("/etc/group").read_text()  # other software may use the group
 
 
-def test_root_option_installs_an_image_from_outside(tmp_path: Path, wheel: Path) -> None:
-    image = prepared_root(tmp_path / "image", wheel)
+def test_root_option_installs_an_image_from_this_source_tree(tmp_path: Path) -> None:
+    """As an image builder runs it: from outside the root, with the tree the script is in as the source."""
+    image = Gateway(fresh_root(tmp_path / "image"), wheel="")
     done = subprocess.run(
-        ["sh", str(REPO / "contrib/install.sh"), "--root", str(image.root), str(wheel)],
+        ["sh", str(REPO / "contrib/install.sh"), "--root", str(image.root)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -269,3 +278,4 @@ def test_root_option_installs_an_image_from_outside(tmp_path: Path, wheel: Path)
     groups = image.run("id", "-nG", "mcu-updater")
     assert set(groups.stdout.split()) == {"mcu-updater", "dialout", "gpio"}
     assert image.run("mcu-updater", "--version").stdout.strip() == "mcu-updater 0.1.0"
+    assert not image.path("/opt/mcu-updater/.source").exists()
