@@ -261,9 +261,16 @@ def test_uninstall_keeps_config_and_user_until_purge(gateway: Gateway) -> None:
     assert "gpio:" in gateway.path("/etc/group").read_text()  # other software may use the group
 
 
-def test_root_option_installs_an_image_from_this_source_tree(tmp_path: Path) -> None:
+@pytest.fixture
+def image(tmp_path: Path) -> Iterator[Gateway]:
+    """A fresh root, removed afterwards (a few hundred MB)."""
+    target = Gateway(fresh_root(tmp_path / "image"), wheel="")
+    yield target
+    shutil.rmtree(target.root, ignore_errors=True)
+
+
+def test_root_option_installs_an_image_from_this_source_tree(image: Gateway) -> None:
     """As an image builder runs it: from outside the root, with the tree the script is in as the source."""
-    image = Gateway(fresh_root(tmp_path / "image"), wheel="")
     done = subprocess.run(
         ["sh", str(REPO / "contrib/install.sh"), "--root", str(image.root)],
         capture_output=True,
