@@ -3,6 +3,7 @@
 Exit codes (sysexits): 0 success or nothing to do, 64 usage, 65 package invalid or refused by the
 device, 66 package, key or firmware file missing, 69 target not answering, 74 serial I/O error, 75 transient
 failure that outlasted the retries, 78 configuration error, 70 internal error, 130 interrupted.
+`doctor` exits 1 when one of its checks fails.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mcu_updater.console import Renderer
 from mcu_updater.demo import add_demo_parser, run_demo
 from mcu_updater.dfu.client import Timeouts
 from mcu_updater.dfu.package import DfuPackage
+from mcu_updater.doctor import add_doctor_parser, run_doctor
 from mcu_updater.errors import McuUpdaterError, UsageError
 from mcu_updater.package_cli import add_package_parser, run_package
 from mcu_updater.sim.cli import add_simulate_parser, run_simulate
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     flash.add_argument("--json", action="store_true", help="NDJSON events on stdout")
 
     add_daemon_parsers(commands)
+    add_doctor_parser(commands)
     add_simulate_parser(commands)
     add_demo_parser(commands)
     add_package_parser(commands)
@@ -173,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "simulate": lambda: run_simulate(args),
             "demo": lambda: run_demo(args),
             "package": lambda: run_package(args),
+            "doctor": lambda: run_doctor(args),
         }
         return handlers[args.command]()
     except McuUpdaterError as error:

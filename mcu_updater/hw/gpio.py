@@ -248,6 +248,17 @@ def _request_error(chip: GpioChip, lines: Mapping[int, WantedLine], error: OSErr
     )
 
 
+def line_info(gpio: GpioBackend, role: str, chip: str, line: str | int) -> tuple[str, gpiod.LineInfo]:
+    """Where a configured line is ("path (label)") and the kernel's view of it, without requesting it;
+    raises the ConfigError or LinkError a request would."""
+    handle = _find_chip(gpio, chip)
+    try:
+        offset = _offset(handle, WantedLine(role, chip, line, gpiod.LineSettings()))
+        return _where(handle), handle.get_line_info(offset)
+    finally:
+        handle.close()
+
+
 def _locate(
     gpio: GpioBackend, wanted: Sequence[WantedLine], chips: dict[str, GpioChip]
 ) -> dict[str, dict[int, WantedLine]]:

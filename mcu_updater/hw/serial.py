@@ -19,12 +19,12 @@ import serial_asyncio_fast
 from mcu_updater.errors import LinkError
 
 
-def _holders(port: str) -> list[str]:
-    """Processes that have ``port`` open, as "name (pid N)", read from /proc where permitted."""
+def port_holders(port: str, proc: Path = Path("/proc")) -> list[str]:
+    """Processes that have ``port`` open, as "name (pid N)", read from ``proc`` where permitted."""
     target = os.path.realpath(port)
     found = []
     try:
-        processes = [p for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
+        processes = [p for p in proc.iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
     except OSError:
         return []
     for pid_dir in processes:
@@ -55,7 +55,7 @@ def explain_open_error(port: str, error: BaseException) -> LinkError:
             "add the service user to the 'dialout' group (or run with access to the port)",
         )
     if code in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK) or "lock" in text.lower():
-        holders = _holders(port)
+        holders = port_holders(port)
         who = f" by {', '.join(holders)}" if holders else " by another process"
         return LinkError(
             f"serial port {port} is held{who}",
