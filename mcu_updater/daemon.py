@@ -134,7 +134,9 @@ class Daemon:
         self.packages = PackageStore(state_dir)
         self.lock = RunLock(runtime_dir / LOCK_NAME)
         self.control = ControlServer(
-            runtime_dir / SOCKET_NAME, {"trigger": self._trigger_command, "status": self._status_command}
+            runtime_dir / SOCKET_NAME,
+            {"trigger": self._trigger_command, "status": self._status_command},
+            streams={"job": self._job_command},
         )
         self.notifier = notifier
         self.button_start = button_start
@@ -146,6 +148,9 @@ class Daemon:
         self._wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._run_task: asyncio.Task[RunRecord] | None = None
+        self._turn = asyncio.Lock()
+        """Runs and jobs inside this process take turns, in arrival order (the run lock is for others)."""
+        self._job_tasks: set[asyncio.Task[Any]] = set()
         self._progress = logs.ProgressGate()
         self._bytes_sent = 0
 
@@ -164,11 +169,29 @@ class Daemon:
     async def _status_command(self) -> dict[str, Any]:
         return {"phase": self.phase, "running": self.running, **self.state.to_json()}
 
+    async def _job_command(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """A job from `apply` or `verify`: it waits for the current run, never runs beside it."""
+        try:
+            job = Job.from_request(request)
+        except McuUpdaterError as error:
+            return error_result(error, self._installed())
+        task = asyncio.current_task()
+        assert task is not None
+        self._job_tasks.add(task)
+        try:
+            emit({"event": "accepted", "kind": job.kind.value, "queued": self._turn.locked()})
+            log.info(f"{job.kind.value} job received", package=job.source, queued=self._turn.locked())
+            async with self._turn:
+                return await self.run_job(job, emit)
+        finally:
+            self._job_tasks.discard(task)
+
     def stop(self) -> None:
         log.info("stop requested")
         self._stopping.set()
-        if self._run_task is not None:
-            self._run_task.cancel()
+        for task in (self._run_task, *self._job_tasks):
+            if task is not None:
+                task.cancel()
 
     def _reload(self) -> None:
         if self.reload is None:
@@ -220,6 +243,7 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
             await self.control.close()
+            await asyncio.gather(*self._job_tasks, return_exceptions=True)
             for signum in signals:
                 loop.remove_signal_handler(signum)
         return 0
@@ -243,7 +267,7 @@ class Daemon:
         self._set_phase("waiting for another run to finish")
 
     async def _locked_run(self) -> RunRecord:
-        async with self.lock.held(on_wait=self._waiting):
+        async with self._turn, self.lock.held(on_wait=self._waiting):
             return await self._run()
 
     async def _run(
