@@ -43,6 +43,7 @@ from mcu_updater.errors import (
 from mcu_updater.hw.gpio import TargetLines
 from mcu_updater.jobs import EXIT_DIFFERS, Emit, Job, JobKind, differences, error_result, result_event
 from mcu_updater.lock import LOCK_NAME, RunLock
+from mcu_updater.metrics import write_metrics
 from mcu_updater.notify import Notifier
 from mcu_updater.state import DaemonState, InventoryEntry, PackageStore, RunRecord, StateStore
 from mcu_updater.target import Target
@@ -107,6 +108,8 @@ class DaemonSettings:
     options: Options
     load_package: Callable[[Path], DfuPackage] | None = None
     """Validates a job's package as the configuration says (key, signatures, hw_version)."""
+    metrics_dir: Path | None = None
+    """node_exporter's textfile directory, rewritten after every run; None: no metrics."""
     retries: int = len(BACKOFF)
     ready_after_first_run: bool = True
 
@@ -433,6 +436,11 @@ class Daemon:
         self.running = False
         self.state = DaemonState(self.state.inventory, record, self.state.runs + 1)
         self._save_state()
+        if self.settings.metrics_dir is not None:
+            try:
+                write_metrics(self.settings.metrics_dir, self.state)
+            except McuUpdaterError as error:
+                log.error("could not write the metrics", error=error.message, hint=error.hint)
         fields: dict[str, Any] = {"result": record.result, "sent": ",".join(record.sent) or None}
         if record.result == "failed":
             log.error(

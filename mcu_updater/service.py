@@ -78,6 +78,7 @@ def daemon_settings(config: Config) -> DaemonSettings:
         ),
         ready_after_first_run=config.notify.ready is ReadyWhen.AFTER_FIRST_RUN,
         load_package=package_loader(config),
+        metrics_dir=config.metrics.textfile_dir,
     )
 
 
