@@ -65,6 +65,7 @@ from mcu_updater.updater import (
     read_inventory,
     refuse_downgrades,
 )
+from mcu_updater.watch import DEFAULT_DEBOUNCE, DirectoryWatch, Watched
 
 RETRYABLE: Final = (TransientError, ProtocolError, LinkError, TargetNotAnsweringError)
 BACKOFF: Final = (1.0, 3.0, 10.0)
@@ -110,6 +111,9 @@ class DaemonSettings:
     """Validates a job's package as the configuration says (key, signatures, hw_version)."""
     metrics_dir: Path | None = None
     """node_exporter's textfile directory, rewritten after every run; None: no metrics."""
+    watch: tuple[Watched, ...] = ()
+    """Firmware packages whose change (inotify) starts a run."""
+    watch_debounce: float = DEFAULT_DEBOUNCE
     retries: int = len(BACKOFF)
     ready_after_first_run: bool = True
 
@@ -154,6 +158,7 @@ class Daemon:
         self._turn = asyncio.Lock()
         """Runs and jobs inside this process take turns, in arrival order (the run lock is for others)."""
         self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._watch: DirectoryWatch | None = None
         self._progress = logs.ProgressGate()
         self._bytes_sent = 0
 
@@ -207,7 +212,20 @@ class Daemon:
             )
             return
         log.info("configuration reloaded")
+        self._watch_firmware()
         self.trigger("reload")
+
+    def _watch_firmware(self) -> None:
+        """(Re)start the inotify watch if the watched packages are not those of the settings."""
+        settings = self.settings
+        if self._watch is not None:
+            if (self._watch.watched, self._watch.debounce) == (settings.watch, settings.watch_debounce):
+                return
+            self._watch.close()
+            self._watch = None
+        if settings.watch:
+            self._watch = DirectoryWatch(settings.watch, self.trigger, debounce=settings.watch_debounce)
+            self._watch.start()
 
     # --- the service --------------------------------------------------------------------------
 
@@ -219,6 +237,7 @@ class Daemon:
         watchdog = asyncio.create_task(self.notifier.run_watchdog(), name="watchdog")
         try:
             await self.control.start()
+            self._watch_firmware()
             if self.button_start is not None:
                 self.button_start(lambda: self.trigger("button"))
             if self.settings.ready_after_first_run:
@@ -245,6 +264,8 @@ class Daemon:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
+            if self._watch is not None:
+                self._watch.close()
             await self.control.close()
             await asyncio.gather(*self._job_tasks, return_exceptions=True)
             for signum in signals:
