@@ -1,7 +1,9 @@
 """The daemon's control socket: `mcu-updater trigger`, `status`, `apply` and `verify` talk to it.
 
 An AF_UNIX stream socket under the runtime directory, mode 0600, that also checks each peer's
-credentials (SO_PEERCRED): only root and the daemon's own user are served. One JSON request line; the
+credentials (SO_PEERCRED): only root and the daemon's own user are served. With ``control.group``
+the socket is 0660 and owned by that group, and processes with it (as their group or a supplementary
+one) are served too. One JSON request line; the
 reply is one JSON line, or for a streamed command (a job) one line per event, the last one being the
 ``result`` event. There is no network listener of any kind.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
 import socket
@@ -18,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from mcu_updater.errors import LinkError, TargetNotAnsweringError, TransientError
+from mcu_updater.errors import ConfigError, LinkError, TargetNotAnsweringError, TransientError
 
 SOCKET_NAME: Final = "control.sock"
 REQUEST_MAX: Final = 6 * 1024 * 1024
@@ -32,13 +35,34 @@ StreamHandler = Callable[[Record, Callable[[Record], None]], Awaitable[Record]]
 _UCRED: Final = struct.Struct("3i")
 
 
-def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+def _peer(writer: asyncio.StreamWriter) -> tuple[int, int, int] | None:
+    """The peer's (pid, uid, gid) as the kernel saw them at connect()."""
     sock = writer.get_extra_info("socket")
     if sock is None:
         return None
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    _, uid, _ = _UCRED.unpack(raw)
-    return int(uid)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return int(pid), int(uid), int(gid)
+
+
+def _supplementary_groups(pid: int) -> set[int]:
+    """The process's supplementary groups as it runs now (not as /etc/group says they could be)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return set()
+    line = next((line for line in status.splitlines() if line.startswith("Groups:")), "Groups:")
+    return {int(gid) for gid in line.split()[1:]}
+
+
+def group_id(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(
+            f"control.group: the group {name!r} does not exist",
+            f"create it (groupadd --system {name}) or change control.group",
+        ) from None
 
 
 class NoDaemonError(TargetNotAnsweringError):
@@ -50,25 +74,44 @@ class ControlServer:
     the commands whose handler streams events before its result."""
 
     def __init__(
-        self, path: Path, handlers: dict[str, Handler], streams: dict[str, StreamHandler] | None = None
+        self,
+        path: Path,
+        handlers: dict[str, Handler],
+        streams: dict[str, StreamHandler] | None = None,
+        *,
+        group: str | None = None,
     ) -> None:
         self.path = path
         self.handlers = handlers
         self.streams = streams or {}
+        self.group = group
+        self._gid: int | None = None
         self._server: asyncio.Server | None = None
 
+    def _allowed(self, peer: tuple[int, int, int] | None) -> bool:
+        if peer is None:
+            return False
+        pid, uid, gid = peer
+        if uid in (0, os.getuid()):
+            return True
+        return self._gid is not None and (gid == self._gid or self._gid in _supplementary_groups(pid))
+
     async def start(self) -> None:
+        self._gid = group_id(self.group) if self.group is not None else None
         try:
             self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            old_umask = os.umask(0o177)
+            # The mode is right from bind() on: no moment where others could connect.
+            old_umask = os.umask(0o177 if self._gid is None else 0o117)
             try:
                 self._server = await asyncio.start_unix_server(
                     self._serve, path=self.path, limit=REQUEST_MAX + 1
                 )
             finally:
                 os.umask(old_umask)
+            if self._gid is not None:
+                os.chown(self.path, -1, self._gid)
         except OSError as exc:
             raise LinkError(
                 f"cannot create the control socket {self.path}: {exc.strerror}",
@@ -85,11 +128,12 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            uid = _peer_uid(writer)
-            if uid not in (0, os.getuid()):
+            # Read the request even from a peer that is refused: closing while it still writes
+            # would cost it the refusal (EPIPE) instead of telling it why.
+            line = await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT)
+            if not self._allowed(_peer(writer)):
                 reply: dict[str, Any] = {"ok": False, "error": "permission denied"}
             else:
-                line = await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT)
                 reply = await self._answer(line, writer)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()

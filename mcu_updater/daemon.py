@@ -133,6 +133,7 @@ class Daemon:
         button_start: Callable[[Callable[[], None]], None] | None = None,
         reload: Callable[[], DaemonSettings] | None = None,
         backoff: Sequence[float] = BACKOFF,
+        control_group: str | None = None,
     ) -> None:
         self.settings = settings
         self.lines = lines
@@ -144,6 +145,7 @@ class Daemon:
             runtime_dir / SOCKET_NAME,
             {"trigger": self._trigger_command, "status": self._status_command},
             streams={"job": self._job_command},
+            group=control_group,
         )
         self.notifier = notifier
         self.button_start = button_start

@@ -110,6 +110,7 @@ def make_daemon(
         notifier=notifier or Notifier(),
         button_start=button.start if button is not None else None,
         reload=reload,
+        control_group=config.control.group,
     )
 
 
