@@ -41,7 +41,16 @@ from mcu_updater.errors import (
     TransientError,
 )
 from mcu_updater.hw.gpio import TargetLines
-from mcu_updater.jobs import EXIT_DIFFERS, Emit, Job, JobKind, differences, error_result, result_event
+from mcu_updater.jobs import (
+    EXIT_DIFFERS,
+    Emit,
+    Job,
+    JobKind,
+    differences,
+    error_result,
+    installed_versions,
+    result_event,
+)
 from mcu_updater.lock import LOCK_NAME, RunLock
 from mcu_updater.metrics import write_metrics
 from mcu_updater.notify import Notifier
@@ -384,23 +393,18 @@ class Daemon:
         finally:
             self.packages.discard(staged)
         if record.result == "failed":
-            return result_event(
-                record.exit_code,
-                record.error,
-                self._installed(),
-                hint=record.hint,
-                device_result=record.device_result,
-                device_ext=record.device_ext,
-                result=record.result,
-                sent=list(record.sent),
-            )
-        message = (
-            f"updated: {', '.join(record.sent)}" if record.sent else "already installed: nothing to send"
-        )
+            message = record.error
+        elif record.sent:
+            message = f"updated: {', '.join(record.sent)}"
+        else:
+            message = "already installed: nothing to send"
         return result_event(
-            0,
+            record.exit_code,
             message,
             self._installed(),
+            hint=record.hint,
+            device_result=record.device_result,
+            device_ext=record.device_ext,
             result=record.result,
             sent=list(record.sent),
             seconds=record.seconds,
@@ -453,7 +457,7 @@ class Daemon:
         return inventory
 
     def _installed(self) -> dict[str, int]:
-        return {entry.type: entry.version for entry in self.state.inventory}
+        return installed_versions(self.state.inventory)
 
     def _finish(self, record: RunRecord) -> None:
         self.running = False
