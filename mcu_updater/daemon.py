@@ -185,11 +185,22 @@ class Daemon:
         self.trigger("control socket")
         return {"queued": queued, "running": self.running}
 
-    async def _status_command(self) -> dict[str, Any]:
-        return {"phase": self.phase, "running": self.running, **self.state.to_json()}
+    @property
+    def jobs(self) -> int:
+        """Jobs from `apply`/`verify` running or waiting for their turn."""
+        return len(self._job_tasks)
 
-    async def _job_command(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        """A job from `apply` or `verify`: it waits for the current run, never runs beside it."""
+    async def _status_command(self) -> dict[str, Any]:
+        return {"phase": self.phase, "running": self.running, "jobs": self.jobs, **self.state.to_json()}
+
+    async def _job_command(
+        self, request: dict[str, Any], emit: Emit, caller_gone: Callable[[], bool]
+    ) -> dict[str, Any]:
+        """A job from `apply` or `verify`: it waits for the current run, never runs beside it.
+
+        A job whose caller went away before its turn is dropped: that caller may have given up on a
+        daemon that answered late and done the job itself.
+        """
         try:
             job = Job.from_request(request)
         except McuUpdaterError as error:
@@ -201,6 +212,9 @@ class Daemon:
             emit({"event": "accepted", "kind": job.kind.value, "queued": self._turn.locked()})
             log.info(f"{job.kind.value} job received", package=job.source, queued=self._turn.locked())
             async with self._turn:
+                if caller_gone():
+                    log.warning(f"{job.kind.value} job dropped: its caller went away", package=job.source)
+                    return error_result(TransientError("the caller went away"), self._installed())
                 return await self.run_job(job, emit)
         finally:
             self._job_tasks.discard(task)
