@@ -3,7 +3,8 @@
 Exit codes (sysexits): 0 success or nothing to do, 64 usage, 65 package invalid or refused by the
 device, 66 package, key or firmware file missing, 69 target not answering, 74 serial I/O error, 75 transient
 failure that outlasted the retries, 78 configuration error, 70 internal error, 130 interrupted.
-`doctor` exits 1 when one of its checks fails.
+Exit 1 is `verify`'s "the device does not run exactly the package's versions" and `doctor`'s "a check
+failed".
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Final, NoReturn
 
 from mcu_updater import __version__
 from mcu_updater.adapters import load_validated_package, serial_connector
+from mcu_updater.apply import add_apply_parsers, run_apply, run_verify
 from mcu_updater.console import Renderer
 from mcu_updater.demo import add_demo_parser, run_demo
 from mcu_updater.dfu.client import Timeouts
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     flash.add_argument("--json", action="store_true", help="NDJSON events on stdout")
 
     add_daemon_parsers(commands)
+    add_apply_parsers(commands, DEFAULT_CONFIG)
     add_doctor_parser(commands)
     add_simulate_parser(commands)
     add_demo_parser(commands)
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             "demo": lambda: run_demo(args),
             "package": lambda: run_package(args),
             "doctor": lambda: run_doctor(args),
+            "apply": lambda: run_apply(args),
+            "verify": lambda: run_verify(args),
         }
         return handlers[args.command]()
     except McuUpdaterError as error:

@@ -22,6 +22,7 @@ from mcu_updater.hw.specs import Backend, TargetLine
 from mcu_updater.notify import Notifier
 from mcu_updater.target import Target
 from mcu_updater.updater import Options
+from mcu_updater.watch import Watched
 
 PACKAGE_SUFFIX: Final = ".zip"
 
@@ -39,23 +40,37 @@ def firmware_files(config: Config) -> list[Path]:
     return files
 
 
-def load_firmware(config: Config) -> DfuPackage:
-    """Every shipped package, validated (signatures too when a key is configured), as one image set."""
+def watched_firmware(config: Config) -> tuple[Watched, ...]:
+    """What inotify watches: each firmware directory's packages, or a listed package's own name."""
+    return tuple(
+        Watched(path, f"*{PACKAGE_SUFFIX}") if path.is_dir() else Watched(path.parent, path.name)
+        for path in config.firmware.paths
+    )
+
+
+def package_loader(config: Config) -> Callable[[Path], DfuPackage]:
+    """Loads a package and validates it as the configuration says (key, signatures, hw_version)."""
     public_key = None
     if config.target.public_key is not None:
         from mcu_updater.dfu.keys import load_public_key  # noqa: PLC0415 - cryptography only with a key
 
         public_key = load_public_key(config.target.public_key)
-    packages = [
-        load_package(
+
+    def load(path: Path) -> DfuPackage:
+        return load_package(
             path,
             public_key=public_key,
             require_signature=config.policy.require_signature,
             hw_version=config.target.hw_version,
         )
-        for path in firmware_files(config)
-    ]
-    return combine_firmware(packages, config.firmware.paths[0])
+
+    return load
+
+
+def load_firmware(config: Config) -> DfuPackage:
+    """Every shipped package, validated (signatures too when a key is configured), as one image set."""
+    load = package_loader(config)
+    return combine_firmware([load(path) for path in firmware_files(config)], config.firmware.paths[0])
 
 
 def daemon_settings(config: Config) -> DaemonSettings:
@@ -71,6 +86,9 @@ def daemon_settings(config: Config) -> DaemonSettings:
             allow_downgrade=config.policy.downgrade is Downgrade.ALLOW,
         ),
         ready_after_first_run=config.notify.ready is ReadyWhen.AFTER_FIRST_RUN,
+        load_package=package_loader(config),
+        metrics_dir=config.metrics.textfile_dir,
+        watch=watched_firmware(config),
     )
 
 
@@ -92,7 +110,16 @@ def make_daemon(
         notifier=notifier or Notifier(),
         button_start=button.start if button is not None else None,
         reload=reload,
+        control_group=config.control.group,
     )
+
+
+def refuse_virtual_lines(config: Config, config_path: Path) -> None:
+    if config.gpio.backend is Backend.VIRTUAL:
+        raise ConfigError(
+            f"{config_path}: gpio.backend: virtual drives the simulator inside `mcu-updater demo` only",
+            "use gpiod (or none) for a real target",
+        )
 
 
 async def run_service(config_path: Path) -> int:
@@ -101,11 +128,7 @@ async def run_service(config_path: Path) -> int:
 
     config = load_config(config_path)
     logs.configure_logging(level=config.logging.level.value)
-    if config.gpio.backend is Backend.VIRTUAL:
-        raise ConfigError(
-            f"{config_path}: gpio.backend: virtual drives the simulator inside `mcu-updater demo` only",
-            "use gpiod (or none) for a real target",
-        )
+    refuse_virtual_lines(config, config_path)
     # The target stays in reset while the other resources are opened, as the reference solution does.
     lines = open_target_lines(
         config.gpio.backend, config.gpio.reset, config.gpio.dfu, initial={TargetLine.RESET: True}
@@ -139,7 +162,7 @@ async def status(config_path: Path, *, as_json: bool) -> int:
     """`mcu-updater status`: the daemon (if it runs), the target's last inventory and the last run."""
     from mcu_updater.control import SOCKET_NAME, request  # noqa: PLC0415
     from mcu_updater.errors import McuUpdaterError  # noqa: PLC0415
-    from mcu_updater.state import StateStore  # noqa: PLC0415
+    from mcu_updater.state import PackageStore, StateStore  # noqa: PLC0415
 
     config = load_config(config_path)
     saved = StateStore(config.state_dir).load().to_json()
@@ -147,9 +170,20 @@ async def status(config_path: Path, *, as_json: bool) -> int:
         live = await request(config.runtime_dir / SOCKET_NAME, "status")
     except McuUpdaterError as error:
         live = {"ok": False, "error": error.message}
-    daemon = {"running": bool(live.get("ok")), "phase": live.get("phase"), "busy": live.get("running")}
+    daemon = {
+        "running": bool(live.get("ok")),
+        "phase": live.get("phase"),
+        "busy": live.get("running"),
+        "jobs": live.get("jobs"),
+    }
     report = {**saved, **{k: v for k, v in live.items() if k in saved}, "daemon": daemon}
     report.pop("format", None)
+    report["installed"] = {entry["type"]: entry["version"] for entry in report.get("inventory", [])}
+    kept = PackageStore(config.state_dir)
+    report["packages"] = {
+        "current": str(kept.current) if kept.current.is_file() else None,
+        "previous": str(kept.previous) if kept.previous.is_file() else None,
+    }
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
