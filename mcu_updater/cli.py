@@ -3,6 +3,7 @@
 Exit codes (sysexits): 0 success or nothing to do, 64 usage, 65 package invalid or refused by the
 device, 66 package or key file missing, 69 target not answering, 74 serial I/O error, 75 transient
 failure that outlasted the retries, 78 configuration error, 70 internal error, 130 interrupted.
+`verify` alone exits 1 when the device does not run exactly the package's versions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final, NoReturn
 
 from mcu_updater import __version__
 from mcu_updater.adapters import load_validated_package, serial_connector
+from mcu_updater.apply import add_apply_parsers, run_apply, run_verify
 from mcu_updater.console import Renderer
 from mcu_updater.demo import add_demo_parser, run_demo
 from mcu_updater.dfu.client import Timeouts
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     flash.add_argument("--json", action="store_true", help="NDJSON events on stdout")
 
     add_daemon_parsers(commands)
+    add_apply_parsers(commands, DEFAULT_CONFIG)
     add_simulate_parser(commands)
     add_demo_parser(commands)
     return parser
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             "flash": lambda: asyncio.run(_flash(args)),
             "simulate": lambda: run_simulate(args),
             "demo": lambda: run_demo(args),
+            "apply": lambda: run_apply(args),
+            "verify": lambda: run_verify(args),
         }
         return handlers[args.command]()
     except McuUpdaterError as error:

@@ -16,14 +16,16 @@ import asyncio
 import contextlib
 import datetime as dt
 import signal
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import structlog
 
 from mcu_updater import logs
+from mcu_updater.console import event_json
 from mcu_updater.control import SOCKET_NAME, ControlServer
 from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.package import DfuPackage, Image
@@ -39,8 +41,10 @@ from mcu_updater.errors import (
     TransientError,
 )
 from mcu_updater.hw.gpio import TargetLines
+from mcu_updater.jobs import EXIT_DIFFERS, Emit, Job, JobKind, differences, error_result, result_event
+from mcu_updater.lock import LOCK_NAME, RunLock
 from mcu_updater.notify import Notifier
-from mcu_updater.state import DaemonState, InventoryEntry, RunRecord, StateStore
+from mcu_updater.state import DaemonState, InventoryEntry, PackageStore, RunRecord, StateStore
 from mcu_updater.target import Target
 from mcu_updater.updater import (
     Action,
@@ -58,6 +62,7 @@ from mcu_updater.updater import (
     UpdateRun,
     plan,
     read_inventory,
+    refuse_downgrades,
 )
 
 RETRYABLE: Final = (TransientError, ProtocolError, LinkError, TargetNotAnsweringError)
@@ -67,6 +72,11 @@ STARTUP_BUDGET: Final = 600.0
 IMAGE_ORDER: Final = (FwType.SOFTDEVICE_BOOTLOADER, FwType.SOFTDEVICE, FwType.BOOTLOADER, FwType.APPLICATION)
 
 log = structlog.get_logger("mcu_updater.daemon")
+T = TypeVar("T")
+
+
+def _ignore(_: dict[str, Any]) -> None:
+    """The emit of the daemon's own runs: nobody streams them."""
 
 
 def _now() -> str:
@@ -95,6 +105,8 @@ class DaemonSettings:
     load_firmware: Callable[[], DfuPackage]
     connect: Connector
     options: Options
+    load_package: Callable[[Path], DfuPackage] | None = None
+    """Validates a job's package as the configuration says (key, signatures, hw_version)."""
     retries: int = len(BACKOFF)
     ready_after_first_run: bool = True
 
@@ -119,6 +131,8 @@ class Daemon:
         self.lines = lines
         self.target = target
         self.store = StateStore(state_dir)
+        self.packages = PackageStore(state_dir)
+        self.lock = RunLock(runtime_dir / LOCK_NAME)
         self.control = ControlServer(
             runtime_dir / SOCKET_NAME, {"trigger": self._trigger_command, "status": self._status_command}
         )
@@ -133,6 +147,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._run_task: asyncio.Task[RunRecord] | None = None
         self._progress = logs.ProgressGate()
+        self._bytes_sent = 0
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -191,7 +206,7 @@ class Daemon:
                 if self._stopping.is_set():
                     break
                 self._wanted.clear()
-                self._run_task = asyncio.create_task(self._run(), name="update-run")
+                self._run_task = asyncio.create_task(self._locked_run(), name="update-run")
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._run_task
                 self._run_task = None
@@ -223,22 +238,42 @@ class Daemon:
 
     # --- one run ------------------------------------------------------------------------------
 
-    async def _run(self) -> RunRecord:
+    def _waiting(self, text: str) -> None:
+        log.info(text)
+        self._set_phase("waiting for another run to finish")
+
+    async def _locked_run(self) -> RunRecord:
+        async with self.lock.held(on_wait=self._waiting):
+            return await self._run()
+
+    async def _run(
+        self,
+        package: DfuPackage | None = None,
+        settings: DaemonSettings | None = None,
+        emit: Emit = _ignore,
+        source: str = "",
+    ) -> RunRecord:
+        """One update run (the caller holds the run lock): the shipped firmware, or a job's package."""
         self.running = True
+        self._bytes_sent = 0
+        began = time.monotonic()
         started = _now()
-        log.info("update run started", message_id=logs.RUN_STARTED, phase="start")
+        log.info("update run started", message_id=logs.RUN_STARTED, phase="start", package=source or None)
         record = RunRecord("failed", started, started, error="interrupted", exit_code=75)
         try:
-            record = await self._attempts(started)
+            record = await self._attempts(started, package, settings or self.settings, emit)
         except asyncio.CancelledError:
             record = RunRecord(
-                "failed", started, _now(), error="stopped during the run", hint="the next start resumes it"
+                "failed",
+                started,
+                _now(),
+                error="stopped during the run",
+                hint="the next start resumes it",
+                exit_code=75,
             )
             raise
         except McuUpdaterError as error:
-            device_code = (
-                code_label(error.result, error.ext) if isinstance(error, DeviceRejectedError) else ""
-            )
+            rejected = error if isinstance(error, DeviceRejectedError) else None
             record = RunRecord(
                 "failed",
                 started,
@@ -246,24 +281,134 @@ class Daemon:
                 error=error.message,
                 hint=error.hint,
                 exit_code=error.exit_code,
-                device_code=device_code,
+                device_code=code_label(rejected.result, rejected.ext) if rejected else "",
+                device_result=rejected.result if rejected else None,
+                device_ext=rejected.ext if rejected else None,
             )
         finally:
-            self._set_phase("returning the target to its application")
-            try:
-                await self.target.return_to_app()
-            except McuUpdaterError as error:
-                log.error("could not return the target to its application", error=error.message)
+            await self._return_target()
+            record = replace(
+                record,
+                seconds=round(time.monotonic() - began, 3),
+                bytes_sent=self._bytes_sent,
+                package=source,
+            )
             self._finish(record)
         return record
+
+    async def _return_target(self) -> None:
+        self._set_phase("returning the target to its application")
+        try:
+            await self.target.return_to_app()
+        except McuUpdaterError as error:
+            log.error("could not return the target to its application", error=error.message)
+
+    # --- jobs from OTA engines (`mcu-updater apply`, `verify`) ------------------------------------
+
+    async def run_job(self, job: Job, emit: Emit, *, lock_timeout: float | None = None) -> dict[str, Any]:
+        """Run ``job`` under the run lock, stream its events to ``emit``, return its result event."""
+
+        def waiting(text: str) -> None:
+            emit({"event": "waiting", "message": text})
+            self._waiting(text)
+
+        try:
+            async with self.lock.held(on_wait=waiting, wait_limit=lock_timeout):
+                return await self._job(job, emit)
+        except McuUpdaterError as error:
+            return error_result(error, self._installed())
+
+    async def _job(self, job: Job, emit: Emit) -> dict[str, Any]:
+        settings = self.settings
+        if settings.load_package is None:
+            raise ConfigError("this daemon takes no jobs", "run it from a configuration file")
+        staged = await asyncio.to_thread(self.packages.stage, job.data)
+        try:
+            package = await asyncio.to_thread(settings.load_package, staged)
+            if job.allow_downgrade:
+                settings = replace(settings, options=replace(settings.options, allow_downgrade=True))
+            if job.kind is JobKind.VERIFY or job.dry_run:
+                return await self._inspect(job, package, settings, emit)
+            record = await self._run(package, settings, emit, source=job.source)
+            kept = record.result != "failed" and await asyncio.to_thread(self.packages.keep, staged)
+        finally:
+            self.packages.discard(staged)
+        if record.result == "failed":
+            return result_event(
+                record.exit_code,
+                record.error,
+                self._installed(),
+                hint=record.hint,
+                device_result=record.device_result,
+                device_ext=record.device_ext,
+                result=record.result,
+                sent=list(record.sent),
+            )
+        message = (
+            f"updated: {', '.join(record.sent)}" if record.sent else "already installed: nothing to send"
+        )
+        return result_event(
+            0,
+            message,
+            self._installed(),
+            result=record.result,
+            sent=list(record.sent),
+            seconds=record.seconds,
+            bytes_sent=record.bytes_sent,
+            package_kept=kept,
+        )
+
+    async def _inspect(
+        self, job: Job, package: DfuPackage, settings: DaemonSettings, emit: Emit
+    ) -> dict[str, Any]:
+        """`verify` and `apply --dry-run`: read the device's inventory and compare or plan; send nothing."""
+        self.running = True
+        try:
+            inventory = await self._retrying(settings, lambda: self._read_device(settings, emit), emit)
+        finally:
+            await self._return_target()
+            self.running = False
+            self._save_state()
+            self._set_phase(f"idle; {self._inventory_text()}")
+        if job.kind is JobKind.VERIFY:
+            found = differences(package, inventory)
+            if found:
+                return result_event(
+                    EXIT_DIFFERS,
+                    "; ".join(found),
+                    self._installed(),
+                    hint="run `mcu-updater apply` with this package",
+                    differences=found,
+                )
+            labels = ", ".join(image.label for image in package.images)
+            return result_event(0, f"the device runs exactly {labels}", self._installed())
+        items = plan(package, inventory)
+        self._relay(Planned(items), emit)
+        if not settings.options.allow_downgrade:
+            refuse_downgrades(items, inventory)
+        to_send = [item.image.name for item in items if item.action is not Action.SKIP]
+        message = f"dry run: would send {', '.join(to_send)}" if to_send else "dry run: nothing to send"
+        return result_event(0, message, self._installed(), result="dry-run", would_send=to_send)
+
+    async def _read_device(self, settings: DaemonSettings, emit: Emit) -> Inventory:
+        self._set_phase("entering the bootloader")
+        await self.target.enter_bootloader()
+        client = await settings.connect()
+        try:
+            await client.wait_ready()
+            inventory = await read_inventory(client)
+        finally:
+            await client.link.close()
+        self._relay(InventoryRead(inventory), emit)
+        return inventory
+
+    def _installed(self) -> dict[str, int]:
+        return {entry.type: entry.version for entry in self.state.inventory}
 
     def _finish(self, record: RunRecord) -> None:
         self.running = False
         self.state = DaemonState(self.state.inventory, record, self.state.runs + 1)
-        try:
-            self.store.save(self.state)
-        except McuUpdaterError as error:
-            log.error("could not save the state", error=error.message, hint=error.hint)
+        self._save_state()
         fields: dict[str, Any] = {"result": record.result, "sent": ",".join(record.sent) or None}
         if record.result == "failed":
             log.error(
@@ -279,15 +424,32 @@ class Daemon:
             log.info("update run finished", message_id=logs.RUN_SUCCEEDED, **fields)
             self._set_phase(f"idle; {record.result}: {self._inventory_text()}")
 
+    def _save_state(self) -> None:
+        try:
+            self.store.save(self.state)
+        except McuUpdaterError as error:
+            log.error("could not save the state", error=error.message, hint=error.hint)
+
     def _inventory_text(self) -> str:
         return ", ".join(f"{e.type} {e.version}" for e in self.state.inventory) or "inventory unknown"
 
-    async def _attempts(self, started: str) -> RunRecord:
-        settings = self.settings
-        package = await asyncio.to_thread(settings.load_firmware)
+    async def _attempts(
+        self, started: str, package: DfuPackage | None, settings: DaemonSettings, emit: Emit
+    ) -> RunRecord:
+        if package is None:
+            package = await asyncio.to_thread(settings.load_firmware)
+        chosen = package
+        sent = await self._retrying(settings, lambda: self._session(chosen, settings, emit), emit)
+        result = "updated" if sent else "up-to-date"
+        return RunRecord(result, started, _now(), sent=tuple(sent))
+
+    async def _retrying(
+        self, settings: DaemonSettings, operation: Callable[[], Awaitable[T]], emit: Emit
+    ) -> T:
+        """Run ``operation`` again after transient failures, with backoff; refusals are final."""
         for attempt in range(settings.retries + 1):
             try:
-                sent = await self._session(package, settings)
+                return await operation()
             except RETRYABLE as error:
                 if attempt >= settings.retries or isinstance(error, DeviceRejectedError | PackageError):
                     raise
@@ -296,26 +458,31 @@ class Daemon:
                     "transient failure; retrying", error=error.message, retry_in_s=delay, attempt=attempt + 1
                 )
                 self._set_phase(f"retrying in {delay:.0f} s: {error.message}")
+                emit(
+                    {
+                        "event": "retrying",
+                        "message": error.message,
+                        "retry_in_s": delay,
+                        "attempt": attempt + 1,
+                    }
+                )
                 await asyncio.sleep(delay)
-                continue
-            result = "updated" if sent else "up-to-date"
-            return RunRecord(result, started, _now(), sent=tuple(sent))
         raise AssertionError("unreachable: the last attempt either returns or raises")
 
-    async def _session(self, package: DfuPackage, settings: DaemonSettings) -> list[str]:
+    async def _session(self, package: DfuPackage, settings: DaemonSettings, emit: Emit) -> list[str]:
         self._set_phase("entering the bootloader")
         await self.target.enter_bootloader()
         sent: list[Image] = []
         async for event in UpdateRun(package, settings.connect, settings.options).events():
-            self._on_event(event)
+            self._relay(event, emit)
             if isinstance(event, ImageSent):
                 sent.append(event.image)
         if sent and self.target.holds_dfu:
-            await self._confirm_activation(settings, package, sent)
+            await self._confirm_activation(settings, package, sent, emit)
         return [image.name for image in sent]
 
     async def _confirm_activation(
-        self, settings: DaemonSettings, package: DfuPackage, sent: list[Image]
+        self, settings: DaemonSettings, package: DfuPackage, sent: list[Image], emit: Emit
     ) -> None:
         """Wait until the bootloader has activated the last image and reports what was sent.
 
@@ -333,9 +500,8 @@ class Daemon:
         finally:
             await client.link.close()
         self._remember_inventory(inventory)
-        log.info(
-            f"{sent[-1].name} activated", image=sent[-1].name, seconds=round(seconds, 2), phase="activate"
-        )
+        self._relay(Activated(sent[-1], seconds), emit)
+        emit(event_json(InventoryRead(inventory)))
         missing = [
             item.image.label
             for item in plan(DfuPackage(package.path, tuple(sent)), inventory)
@@ -346,6 +512,10 @@ class Daemon:
                 f"after activation the device does not report {', '.join(missing)}",
                 "the next attempt sends it again",
             )
+
+    def _relay(self, event: Event, emit: Emit) -> None:
+        self._on_event(event)
+        emit(event_json(event))
 
     def _on_event(self, event: Event) -> None:
         match event:
@@ -369,7 +539,8 @@ class Daemon:
                 if self._progress.should_log(p.fraction):
                     self._set_phase(f"updating {p.image} {percent} %")
                     log.info(f"{p.image} {percent} %", image=p.image, progress=percent, phase="send")
-            case ImageSent(image=image, seconds=seconds, retries=retries):
+            case ImageSent(image=image, seconds=seconds, retries=retries, bytes_resent=resent):
+                self._bytes_sent += image.size + resent
                 log.info(
                     f"sent {image.label} in {seconds:.1f} s",
                     message_id=logs.IMAGE_UPDATED,

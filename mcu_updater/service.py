@@ -39,23 +39,29 @@ def firmware_files(config: Config) -> list[Path]:
     return files
 
 
-def load_firmware(config: Config) -> DfuPackage:
-    """Every shipped package, validated (signatures too when a key is configured), as one image set."""
+def package_loader(config: Config) -> Callable[[Path], DfuPackage]:
+    """Loads a package and validates it as the configuration says (key, signatures, hw_version)."""
     public_key = None
     if config.target.public_key is not None:
         from mcu_updater.dfu.keys import load_public_key  # noqa: PLC0415 - cryptography only with a key
 
         public_key = load_public_key(config.target.public_key)
-    packages = [
-        load_package(
+
+    def load(path: Path) -> DfuPackage:
+        return load_package(
             path,
             public_key=public_key,
             require_signature=config.policy.require_signature,
             hw_version=config.target.hw_version,
         )
-        for path in firmware_files(config)
-    ]
-    return combine_firmware(packages, config.firmware.paths[0])
+
+    return load
+
+
+def load_firmware(config: Config) -> DfuPackage:
+    """Every shipped package, validated (signatures too when a key is configured), as one image set."""
+    load = package_loader(config)
+    return combine_firmware([load(path) for path in firmware_files(config)], config.firmware.paths[0])
 
 
 def daemon_settings(config: Config) -> DaemonSettings:
@@ -71,6 +77,7 @@ def daemon_settings(config: Config) -> DaemonSettings:
             allow_downgrade=config.policy.downgrade is Downgrade.ALLOW,
         ),
         ready_after_first_run=config.notify.ready is ReadyWhen.AFTER_FIRST_RUN,
+        load_package=package_loader(config),
     )
 
 
@@ -95,17 +102,21 @@ def make_daemon(
     )
 
 
+def refuse_virtual_lines(config: Config, config_path: Path) -> None:
+    if config.gpio.backend is Backend.VIRTUAL:
+        raise ConfigError(
+            f"{config_path}: gpio.backend: virtual drives the simulator inside `mcu-updater demo` only",
+            "use gpiod (or none) for a real target",
+        )
+
+
 async def run_service(config_path: Path) -> int:
     """`mcu-updater run`: hold the real lines and button for the daemon's life."""
     from mcu_updater import logs  # noqa: PLC0415 - configured once the configuration names the level
 
     config = load_config(config_path)
     logs.configure_logging(level=config.logging.level.value)
-    if config.gpio.backend is Backend.VIRTUAL:
-        raise ConfigError(
-            f"{config_path}: gpio.backend: virtual drives the simulator inside `mcu-updater demo` only",
-            "use gpiod (or none) for a real target",
-        )
+    refuse_virtual_lines(config, config_path)
     # The target stays in reset while the other resources are opened, as the reference solution does.
     lines = open_target_lines(
         config.gpio.backend, config.gpio.reset, config.gpio.dfu, initial={TargetLine.RESET: True}
@@ -139,7 +150,7 @@ async def status(config_path: Path, *, as_json: bool) -> int:
     """`mcu-updater status`: the daemon (if it runs), the target's last inventory and the last run."""
     from mcu_updater.control import SOCKET_NAME, request  # noqa: PLC0415
     from mcu_updater.errors import McuUpdaterError  # noqa: PLC0415
-    from mcu_updater.state import StateStore  # noqa: PLC0415
+    from mcu_updater.state import PackageStore, StateStore  # noqa: PLC0415
 
     config = load_config(config_path)
     saved = StateStore(config.state_dir).load().to_json()
@@ -150,6 +161,12 @@ async def status(config_path: Path, *, as_json: bool) -> int:
     daemon = {"running": bool(live.get("ok")), "phase": live.get("phase"), "busy": live.get("running")}
     report = {**saved, **{k: v for k, v in live.items() if k in saved}, "daemon": daemon}
     report.pop("format", None)
+    report["installed"] = {entry["type"]: entry["version"] for entry in report.get("inventory", [])}
+    kept = PackageStore(config.state_dir)
+    report["packages"] = {
+        "current": str(kept.current) if kept.current.is_file() else None,
+        "previous": str(kept.previous) if kept.previous.is_file() else None,
+    }
     if as_json:
         print(json.dumps(report, indent=2))
         return 0

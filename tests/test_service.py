@@ -21,7 +21,8 @@ from tests.simproc import CLI, FAST_BAUD, SimulatorProcess, run_cli
 pytestmark = pytest.mark.timeout(120)
 
 
-def write_config(folder: Path, port: str) -> Path:
+def write_config(folder: Path, port: str, extra: str = "") -> Path:
+    """A gateway configuration on ``port`` without lines; ``extra`` adds top-level sections."""
     path = folder / "mcu-updater.yaml"
     path.write_text(
         textwrap.dedent(
@@ -39,6 +40,7 @@ def write_config(folder: Path, port: str) -> Path:
             runtime_dir: {folder / "run"}
             """
         )
+        + textwrap.dedent(extra)
     )
     return path
 
