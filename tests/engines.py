@@ -7,13 +7,20 @@ whose tool is missing skips with the reason, except under CI (``CI`` set), where
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import signal
+import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import pytest
 
@@ -94,3 +101,82 @@ def gateway(directory: Path) -> Iterator[Gateway]:
             )
         )
         yield Gateway(sim, config, state_dir)
+
+
+@dataclass
+class Signer:
+    """A self-signed RSA key and certificate, as the engines' image signatures need."""
+
+    key: Path
+    cert: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> Signer:
+        require_tools("openssl")
+        key, cert = directory / "key.pem", directory / "cert.pem"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                *("-subj", "/CN=mcu-updater test", "-keyout", str(key), "-out", str(cert)),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return cls(key, cert)
+
+
+class LoggedProcess:
+    """A long-running engine process (daemon, service, bus) whose output lines are read as they come.
+
+    It runs in its own session, so ``stop()`` ends it together with any helper process it started.
+    """
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self.command = list(command)
+        self.process = subprocess.Popen(
+            self.command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> list[str]:
+        """The output lines up to and including the first one containing ``text``."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while not seen or text not in seen[-1]:
+            try:
+                seen.append(self._lines.get(timeout=max(deadline - time.monotonic(), 0)))
+            except queue.Empty:
+                logged = "\n".join(seen)
+                raise AssertionError(
+                    f"{self.command[0]} never printed {text!r}; it printed:\n{logged}"
+                ) from None
+        return seen
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=30)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

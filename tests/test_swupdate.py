@@ -10,19 +10,14 @@ in its TMPDIR, here the test's directory.
 from __future__ import annotations
 
 import os
-import queue
-import signal
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import shared_fixture
-from tests.engines import CONTRIB, Gateway, gateway, require_tools
+from tests.engines import CONTRIB, Gateway, LoggedProcess, Signer, gateway, require_tools
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,93 +28,33 @@ FAILED = "SWUPDATE failed"
 IDLE = "Waiting for requests"
 
 
-@dataclass
-class Signer:
-    key: Path
-    cert: Path
-
-
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
-    require_tools("openssl")
-    directory = tmp_path_factory.mktemp("signer")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
-            *("-subj", "/CN=mcu-updater test", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return Signer(key, cert)
+    return Signer.create(tmp_path_factory.mktemp("signer"))
 
 
-@dataclass
-class SwupdateDaemon:
-    """`swupdate` waiting for images on its control socket; its log lines are read as they come."""
+class SwupdateDaemon(LoggedProcess):
+    """`swupdate` waiting for images on its control socket, which lives in its TMPDIR."""
 
-    directory: Path
-    gateway: Gateway
-    signer: Signer
-    process: subprocess.Popen[str] = field(init=False)
-    lines: queue.Queue[str] = field(default_factory=queue.Queue, init=False)
-
-    def __post_init__(self) -> None:
-        self.tmp = self.directory / "tmp"
-        self.tmp.mkdir(parents=True)
-        config = self.directory / "swupdate.cfg"
+    def __init__(self, directory: Path, gw: Gateway, signer: Signer) -> None:
+        tmp = directory / "tmp"
+        tmp.mkdir(parents=True)
+        config = directory / "swupdate.cfg"
         config.write_text("globals: { };\n")  # not /etc/swupdate.cfg, whatever the host has there
-        self.env = {**self.gateway.environment(), "TMPDIR": str(self.tmp)}
-        self.process = subprocess.Popen(
-            [
-                *("swupdate", "-v", "-f", str(config), "-k", str(self.signer.cert)),
-                *("-H", f"{BOARD}:{REVISION}"),
-            ],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its helper processes are stopped with it
+        self.env = {**gw.environment(), "TMPDIR": str(tmp)}
+        super().__init__(
+            ["swupdate", "-v", "-f", str(config), "-k", str(signer.cert), "-H", f"{BOARD}:{REVISION}"],
+            self.env,
         )
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self._wait_for_line("creating socket at " + str(self.tmp / "sockinstctrl"))
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def _wait_for_line(self, text: str, timeout: float = 60) -> list[str]:
-        """Log lines up to the first containing ``text``."""
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while not seen or text not in seen[-1]:
-            remaining = deadline - time.monotonic()
-            try:
-                seen.append(self.lines.get(timeout=max(remaining, 0)))
-            except queue.Empty:
-                logged = "\n".join(seen)
-                raise AssertionError(f"swupdate never logged {text!r}; it logged:\n{logged}") from None
-        return seen
+        self.wait_for(f"creating socket at {tmp / 'sockinstctrl'}")
 
     def install(self, image: Path) -> list[str]:
         """Push ``image`` with swupdate-client; the daemon's log lines of that update."""
         subprocess.run(
             ["swupdate-client", "-q", str(image)], env=self.env, capture_output=True, timeout=120, check=False
         )
-        started = self._wait_for_line("Software Update started")
-        return started[-1:] + self._wait_for_line(IDLE, timeout=120)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
-        self.reader.join(timeout=30)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
+        started = self.wait_for("Software Update started")
+        return started[-1:] + self.wait_for(IDLE, timeout=120)
 
 
 @pytest.fixture
@@ -131,11 +66,8 @@ def gw(tmp_path: Path) -> Iterator[Gateway]:
 
 @pytest.fixture
 def daemon(tmp_path: Path, gw: Gateway, signer: Signer) -> Iterator[SwupdateDaemon]:
-    running = SwupdateDaemon(tmp_path / "swupdate", gw, signer)
-    try:
+    with SwupdateDaemon(tmp_path / "swupdate", gw, signer) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def make_swu(directory: Path, package: str, signer: Signer, *, revision: str = REVISION) -> tuple[Path, Path]:
