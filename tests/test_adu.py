@@ -41,6 +41,13 @@ class Workflow:
     arguments: tuple[str, ...] = ()
     """handlerProperties.arguments, split on spaces by the agent."""
 
+    @classmethod
+    def prepare(cls, folder: Path, gw: Gateway, installed_criteria: str = "") -> Workflow:
+        """A work folder holding the script, as the agent leaves it before the download."""
+        folder.mkdir(parents=True)
+        shutil.copy2(CONTRIB / "adu" / SCRIPT, folder / SCRIPT)
+        return cls(folder, gw, installed_criteria)
+
     def download(self, package: str) -> None:
         shutil.copy2(shared_fixture(package), self.folder)
 
@@ -77,10 +84,7 @@ def gw(tmp_path: Path) -> Iterator[Gateway]:
 
 @pytest.fixture
 def workflow(tmp_path: Path, gw: Gateway) -> Workflow:
-    folder = tmp_path / "downloads" / "20261126t1431"
-    folder.mkdir(parents=True)
-    shutil.copy2(CONTRIB / "adu" / SCRIPT, folder / SCRIPT)
-    return Workflow(folder, gw, installed_criteria="application=2")
+    return Workflow.prepare(tmp_path / "downloads" / "20261126t1431", gw, installed_criteria="application=2")
 
 
 def codes(result: dict[str, Any]) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +82,9 @@ def gw(tmp_path: Path) -> Iterator[Gateway]:
         yield running
 
 
-@pytest.fixture
-def rauc(tmp_path: Path, gw: Gateway) -> Iterator[Rauc]:
-    root = tmp_path / "rauc"
+@contextmanager
+def rauc_service(root: Path, gw: Gateway) -> Iterator[Rauc]:
+    """A private system bus and `rauc service` on it, installing into two file-backed slots under ``root``."""
     (root / "mnt").mkdir(parents=True)
     signer = Signer.create(root)
     for bootname in "AB":
@@ -123,6 +124,12 @@ def rauc(tmp_path: Path, gw: Gateway) -> Iterator[Rauc]:
         with LoggedProcess(["unshare", "--mount", *service_command], env) as service:
             service.wait_for("name 'de.pengutronix.rauc' acquired")
             yield Rauc(root, signer, env)
+
+
+@pytest.fixture
+def rauc(tmp_path: Path, gw: Gateway) -> Iterator[Rauc]:
+    with rauc_service(tmp_path / "rauc", gw) as service:
+        yield service
 
 
 def test_a_bundle_installs_its_image_and_the_package(rauc: Rauc, gw: Gateway) -> None:

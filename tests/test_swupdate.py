@@ -10,7 +10,9 @@ in its TMPDIR, here the test's directory.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +48,25 @@ class SwupdateDaemon(LoggedProcess):
             ["swupdate", "-v", "-f", str(config), "-k", str(signer.cert), "-H", f"{BOARD}:{REVISION}"],
             self.env,
         )
-        self.wait_for(f"creating socket at {tmp / 'sockinstctrl'}")
+        try:
+            self._wait_until_listening(tmp / "sockinstctrl")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_listening(self, path: Path, timeout: float = 60) -> None:
+        # swupdate logs "creating socket" before it listens; a client that connects earlier is refused.
+        self.wait_for(f"creating socket at {path}", timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                    return
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if time.monotonic() > deadline:
+                        raise
+            time.sleep(0.01)
 
     def install(self, image: Path) -> list[str]:
         """Push ``image`` with swupdate-client; the daemon's log lines of that update."""
