@@ -147,6 +147,8 @@ def test_a_failed_first_install_has_nothing_to_return_to(mender: Mender, gw: Gat
     assert "ArtifactRollback" in module_calls(refused.stderr)
     assert "no package installed by mcu-updater before this artifact" in refused.stderr
     assert gw.application_version() is None
+    # What runs is unknown, and Mender says so rather than name a state.
+    assert mender.artifact_name() == "nrf52-app-v3-wrong-sd_INCONSISTENT"
 
 
 def test_inventory_script_reports_what_apply_installed(mender: Mender, gw: Gateway) -> None:
