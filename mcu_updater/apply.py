@@ -8,8 +8,12 @@ work itself, with the configuration's lines and port, under the run lock the dae
 
 Exit codes are `flash`'s (0 also when everything is already installed); `verify` exits 1 when the device
 runs something else, naming the difference on one line. With ``--json`` stdout carries NDJSON: the
-run's events (``inventory``, ``plan``, ``image_started``, ``progress``, ``image_sent``, ``activated``,
-``finished``, and ``waiting`` / ``retrying``), then one ``result`` object (see ``jobs.result_event``).
+run's events (``accepted`` when the daemon took the job, ``connected``, ``inventory``, ``plan``,
+``image_started``, ``progress``, ``image_sent``, ``activated``, ``finished``, ``waiting`` for the run
+lock, ``retrying``), then one ``result`` object (see ``jobs.result_event``).
+
+A second job while one runs waits for it: behind the daemon's current run (``accepted`` says
+``queued``), or, standalone, for the run lock (a ``waiting`` event; after LOCK_WAIT it gives up, 75).
 """
 
 from __future__ import annotations
@@ -131,7 +135,17 @@ async def _prepare(config: Config, args: argparse.Namespace, kind: JobKind) -> J
 
 
 async def submit(config: Config, job: Job, emit: Emit) -> dict[str, Any]:
-    """Run ``job`` here, holding the lines and the port for its duration; return its result event."""
+    """Hand ``job`` to the daemon if it answers, else run it here; return its result event."""
+    from mcu_updater.control import SOCKET_NAME, NoDaemonError, stream  # noqa: PLC0415
+
+    try:
+        return await stream(config.runtime_dir / SOCKET_NAME, job.to_request(), emit)
+    except NoDaemonError:
+        return await run_here(config, job, emit)
+
+
+async def run_here(config: Config, job: Job, emit: Emit) -> dict[str, Any]:
+    """Run ``job`` in this process, holding the lines and the port for its duration."""
     from mcu_updater.hw.gpio import open_target_lines  # noqa: PLC0415
     from mcu_updater.notify import Notifier  # noqa: PLC0415
     from mcu_updater.service import make_daemon  # noqa: PLC0415
@@ -192,6 +206,9 @@ class JobOutput:
                 return f"sent {record['name']} in {record['seconds']:.2f} s"
             case "activated":
                 return f"{record['name']} activated"
+            case "accepted":
+                later = ", after its current run" if record["queued"] else ""
+                return f"handed to the running daemon{later}"
             case "waiting" | "retrying":
                 return str(record["message"])
         return None

@@ -136,6 +136,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    textfile_dir: Path | None = None
+    """node_exporter's textfile collector directory; None writes no metrics."""
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    group: str | None = None
+    """Members of this group may use the control socket too (mode 0660); None: root and owner only."""
+
+
+@dataclass(frozen=True)
 class Config:
     """One configuration file; its field names are the file's top-level keys."""
 
@@ -148,6 +160,8 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     notify: NotifyConfig = NotifyConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    control: ControlConfig = ControlConfig()
     state_dir: Path = Path("/var/lib/mcu-updater")
     runtime_dir: Path = Path("/run/mcu-updater")
 
@@ -568,6 +582,12 @@ _TIMEOUTS: Final = _section(
     Timeouts, {f.name: _duration(MAX_TIMEOUT, zero_ok=False) for f in fields(Timeouts)}
 )
 _NOTIFY: Final = _section(NotifyConfig, {"ready": _choice(ReadyWhen)})
+_METRICS: Final = _section(MetricsConfig, {"textfile_dir": _DIRECTORY})
+# Group names as groupadd takes them: up to 32 characters, no colon, no space.
+_GROUP: Final = _text(
+    r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?", "a group name like mcu-updater (getent group lists them)"
+)
+_CONTROL: Final = _section(ControlConfig, {"group": _GROUP})
 _LOGGING: Final = _section(LoggingConfig, {"level": _choice(LogLevel)})
 
 
@@ -605,6 +625,8 @@ def _config(root: _At) -> Config:
         timeouts=section("timeouts", _TIMEOUTS),
         notify=section("notify", _NOTIFY),
         logging=section("logging", _LOGGING),
+        metrics=section("metrics", _METRICS),
+        control=section("control", _CONTROL),
         state_dir=_DIRECTORY.read(entries["state_dir"]) if "state_dir" in entries else Config.state_dir,
         runtime_dir=(
             _DIRECTORY.read(entries["runtime_dir"]) if "runtime_dir" in entries else Config.runtime_dir

@@ -1,14 +1,18 @@
-"""The daemon's control socket: `mcu-updater trigger` and `status` (and OTA hooks) talk to it.
+"""The daemon's control socket: `mcu-updater trigger`, `status`, `apply` and `verify` talk to it.
 
 An AF_UNIX stream socket under the runtime directory, mode 0600, that also checks each peer's
-credentials (SO_PEERCRED): only root and the daemon's own user are served. One JSON request line,
-one JSON reply line. There is no network listener of any kind.
+credentials (SO_PEERCRED): only root and the daemon's own user are served. With ``control.group``
+the socket is 0660 and owned by that group, and processes with it (as their group or a supplementary
+one) are served too. One JSON request line; the
+reply is one JSON line, or for a streamed command (a job) one line per event, the last one being the
+``result`` event. There is no network listener of any kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
 import socket
@@ -17,42 +21,97 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
-from mcu_updater.errors import LinkError, TargetNotAnsweringError
+from mcu_updater.errors import ConfigError, LinkError, TargetNotAnsweringError, TransientError
 
 SOCKET_NAME: Final = "control.sock"
-REQUEST_MAX: Final = 4096
+REQUEST_MAX: Final = 6 * 1024 * 1024
+"""A job's request carries its package (at most 4 MiB) in base64."""
 REPLY_TIMEOUT: Final = 5.0
+RESULT_EVENT: Final = "result"
 Handler = Callable[[], Awaitable[dict[str, Any]]]
+Record = dict[str, Any]
+StreamHandler = Callable[[Record, Callable[[Record], None]], Awaitable[Record]]
+"""Takes the request and an emit for its events; returns the ``result`` event."""
 _UCRED: Final = struct.Struct("3i")
 
 
-def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+def _peer(writer: asyncio.StreamWriter) -> tuple[int, int, int] | None:
+    """The peer's (pid, uid, gid) as the kernel saw them at connect()."""
     sock = writer.get_extra_info("socket")
     if sock is None:
         return None
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    _, uid, _ = _UCRED.unpack(raw)
-    return int(uid)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return int(pid), int(uid), int(gid)
+
+
+def _supplementary_groups(pid: int) -> set[int]:
+    """The process's supplementary groups as it runs now (not as /etc/group says they could be)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return set()
+    line = next((line for line in status.splitlines() if line.startswith("Groups:")), "Groups:")
+    return {int(gid) for gid in line.split()[1:]}
+
+
+def group_id(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(
+            f"control.group: the group {name!r} does not exist",
+            f"create it (groupadd --system {name}) or change control.group",
+        ) from None
+
+
+class NoDaemonError(TargetNotAnsweringError):
+    """Nobody serves the socket: no daemon, a stale socket, or a daemon that does not answer."""
 
 
 class ControlServer:
-    """Serves ``{"command": NAME}`` requests with the handler registered for NAME."""
+    """Serves ``{"command": NAME}`` requests with the handler registered for NAME; ``streams`` holds
+    the commands whose handler streams events before its result."""
 
-    def __init__(self, path: Path, handlers: dict[str, Handler]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handlers: dict[str, Handler],
+        streams: dict[str, StreamHandler] | None = None,
+        *,
+        group: str | None = None,
+    ) -> None:
         self.path = path
         self.handlers = handlers
+        self.streams = streams or {}
+        self.group = group
+        self._gid: int | None = None
         self._server: asyncio.Server | None = None
 
+    def _allowed(self, peer: tuple[int, int, int] | None) -> bool:
+        if peer is None:
+            return False
+        pid, uid, gid = peer
+        if uid in (0, os.getuid()):
+            return True
+        return self._gid is not None and (gid == self._gid or self._gid in _supplementary_groups(pid))
+
     async def start(self) -> None:
+        self._gid = group_id(self.group) if self.group is not None else None
         try:
             self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            old_umask = os.umask(0o177)
+            # The mode is right from bind() on: no moment where others could connect.
+            old_umask = os.umask(0o177 if self._gid is None else 0o117)
             try:
-                self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+                self._server = await asyncio.start_unix_server(
+                    self._serve, path=self.path, limit=REQUEST_MAX + 1
+                )
             finally:
                 os.umask(old_umask)
+            if self._gid is not None:
+                os.chown(self.path, -1, self._gid)
         except OSError as exc:
             raise LinkError(
                 f"cannot create the control socket {self.path}: {exc.strerror}",
@@ -69,11 +128,13 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            uid = _peer_uid(writer)
-            if uid not in (0, os.getuid()):
+            # Read the request even from a peer that is refused: closing while it still writes
+            # would cost it the refusal (EPIPE) instead of telling it why.
+            line = await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT)
+            if not self._allowed(_peer(writer)):
                 reply: dict[str, Any] = {"ok": False, "error": "permission denied"}
             else:
-                reply = await self._answer(await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT))
+                reply = await self._answer(line, writer)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError, ValueError):
@@ -83,13 +144,20 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _answer(self, line: bytes) -> dict[str, Any]:
-        if len(line) > REQUEST_MAX:
-            return {"ok": False, "error": "request too long"}
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> dict[str, Any]:
         try:
-            command = json.loads(line).get("command")
+            request = json.loads(line)
+            command = request.get("command")
         except (ValueError, AttributeError):
             return {"ok": False, "error": "malformed request"}
+        if isinstance(command, str) and command in self.streams:
+
+            def emit(record: Record) -> None:
+                # A caller that went away does not stop the job: a cut update would be worse.
+                if not writer.is_closing():
+                    writer.write(json.dumps(record).encode() + b"\n")
+
+            return await self.streams[command](request, emit)
         handler = self.handlers.get(command) if isinstance(command, str) else None
         if handler is None:
             return {"ok": False, "error": f"unknown command {command!r}"}
@@ -101,7 +169,7 @@ async def request(path: Path, command: str) -> dict[str, Any]:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), REPLY_TIMEOUT)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise TargetNotAnsweringError(
+        raise NoDaemonError(
             f"no mcu-updater daemon is listening on {path}",
             "start it (systemctl start mcu-updater) or check runtime_dir in the configuration",
         ) from exc
@@ -121,3 +189,48 @@ async def request(path: Path, command: str) -> dict[str, Any]:
     if not isinstance(reply, dict):
         return {"ok": False, "error": "malformed reply"}
     return reply
+
+
+async def stream(path: Path, request: Record, on_event: Callable[[Record], None]) -> Record:
+    """Send a streamed command; pass each event to ``on_event`` and return the ``result`` event.
+
+    NoDaemonError if nobody serves ``path`` or the first line does not come within REPLY_TIMEOUT
+    (the caller may then do the work itself); TransientError if the daemon goes away mid-stream.
+    """
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), REPLY_TIMEOUT)
+    except (FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
+        raise NoDaemonError(f"no mcu-updater daemon is listening on {path}") from exc
+    except PermissionError as exc:
+        raise LinkError(
+            f"no permission to use {path}", "run as root or as the user the daemon runs as"
+        ) from exc
+    try:
+        writer.write(json.dumps(request).encode() + b"\n")
+        try:
+            await writer.drain()
+            first = await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise NoDaemonError(f"the daemon on {path} does not answer") from exc
+        line = first
+        while line:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                raise TransientError(f"the daemon on {path} sent a malformed record", "check its log")
+            if record.get("event") == RESULT_EVENT:
+                return record
+            if record.get("ok") is False:
+                raise LinkError(f"the daemon refused the request: {record.get('error')}", "check its log")
+            on_event(record)
+            line = await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    raise TransientError(
+        f"the daemon on {path} closed the connection before the result (stopped or restarted?)",
+        "check `journalctl -u mcu-updater`, then run again",
+    )

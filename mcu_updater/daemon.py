@@ -43,6 +43,7 @@ from mcu_updater.errors import (
 from mcu_updater.hw.gpio import TargetLines
 from mcu_updater.jobs import EXIT_DIFFERS, Emit, Job, JobKind, differences, error_result, result_event
 from mcu_updater.lock import LOCK_NAME, RunLock
+from mcu_updater.metrics import write_metrics
 from mcu_updater.notify import Notifier
 from mcu_updater.state import DaemonState, InventoryEntry, PackageStore, RunRecord, StateStore
 from mcu_updater.target import Target
@@ -64,6 +65,7 @@ from mcu_updater.updater import (
     read_inventory,
     refuse_downgrades,
 )
+from mcu_updater.watch import DEFAULT_DEBOUNCE, DirectoryWatch, Watched
 
 RETRYABLE: Final = (TransientError, ProtocolError, LinkError, TargetNotAnsweringError)
 BACKOFF: Final = (1.0, 3.0, 10.0)
@@ -107,6 +109,11 @@ class DaemonSettings:
     options: Options
     load_package: Callable[[Path], DfuPackage] | None = None
     """Validates a job's package as the configuration says (key, signatures, hw_version)."""
+    metrics_dir: Path | None = None
+    """node_exporter's textfile directory, rewritten after every run; None: no metrics."""
+    watch: tuple[Watched, ...] = ()
+    """Firmware packages whose change (inotify) starts a run."""
+    watch_debounce: float = DEFAULT_DEBOUNCE
     retries: int = len(BACKOFF)
     ready_after_first_run: bool = True
 
@@ -126,6 +133,7 @@ class Daemon:
         button_start: Callable[[Callable[[], None]], None] | None = None,
         reload: Callable[[], DaemonSettings] | None = None,
         backoff: Sequence[float] = BACKOFF,
+        control_group: str | None = None,
     ) -> None:
         self.settings = settings
         self.lines = lines
@@ -134,7 +142,10 @@ class Daemon:
         self.packages = PackageStore(state_dir)
         self.lock = RunLock(runtime_dir / LOCK_NAME)
         self.control = ControlServer(
-            runtime_dir / SOCKET_NAME, {"trigger": self._trigger_command, "status": self._status_command}
+            runtime_dir / SOCKET_NAME,
+            {"trigger": self._trigger_command, "status": self._status_command},
+            streams={"job": self._job_command},
+            group=control_group,
         )
         self.notifier = notifier
         self.button_start = button_start
@@ -146,6 +157,10 @@ class Daemon:
         self._wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._run_task: asyncio.Task[RunRecord] | None = None
+        self._turn = asyncio.Lock()
+        """Runs and jobs inside this process take turns, in arrival order (the run lock is for others)."""
+        self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._watch: DirectoryWatch | None = None
         self._progress = logs.ProgressGate()
         self._bytes_sent = 0
 
@@ -164,11 +179,29 @@ class Daemon:
     async def _status_command(self) -> dict[str, Any]:
         return {"phase": self.phase, "running": self.running, **self.state.to_json()}
 
+    async def _job_command(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """A job from `apply` or `verify`: it waits for the current run, never runs beside it."""
+        try:
+            job = Job.from_request(request)
+        except McuUpdaterError as error:
+            return error_result(error, self._installed())
+        task = asyncio.current_task()
+        assert task is not None
+        self._job_tasks.add(task)
+        try:
+            emit({"event": "accepted", "kind": job.kind.value, "queued": self._turn.locked()})
+            log.info(f"{job.kind.value} job received", package=job.source, queued=self._turn.locked())
+            async with self._turn:
+                return await self.run_job(job, emit)
+        finally:
+            self._job_tasks.discard(task)
+
     def stop(self) -> None:
         log.info("stop requested")
         self._stopping.set()
-        if self._run_task is not None:
-            self._run_task.cancel()
+        for task in (self._run_task, *self._job_tasks):
+            if task is not None:
+                task.cancel()
 
     def _reload(self) -> None:
         if self.reload is None:
@@ -181,7 +214,20 @@ class Daemon:
             )
             return
         log.info("configuration reloaded")
+        self._watch_firmware()
         self.trigger("reload")
+
+    def _watch_firmware(self) -> None:
+        """(Re)start the inotify watch if the watched packages are not those of the settings."""
+        settings = self.settings
+        if self._watch is not None:
+            if (self._watch.watched, self._watch.debounce) == (settings.watch, settings.watch_debounce):
+                return
+            self._watch.close()
+            self._watch = None
+        if settings.watch:
+            self._watch = DirectoryWatch(settings.watch, self.trigger, debounce=settings.watch_debounce)
+            self._watch.start()
 
     # --- the service --------------------------------------------------------------------------
 
@@ -193,6 +239,7 @@ class Daemon:
         watchdog = asyncio.create_task(self.notifier.run_watchdog(), name="watchdog")
         try:
             await self.control.start()
+            self._watch_firmware()
             if self.button_start is not None:
                 self.button_start(lambda: self.trigger("button"))
             if self.settings.ready_after_first_run:
@@ -219,7 +266,10 @@ class Daemon:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
+            if self._watch is not None:
+                self._watch.close()
             await self.control.close()
+            await asyncio.gather(*self._job_tasks, return_exceptions=True)
             for signum in signals:
                 loop.remove_signal_handler(signum)
         return 0
@@ -243,7 +293,7 @@ class Daemon:
         self._set_phase("waiting for another run to finish")
 
     async def _locked_run(self) -> RunRecord:
-        async with self.lock.held(on_wait=self._waiting):
+        async with self._turn, self.lock.held(on_wait=self._waiting):
             return await self._run()
 
     async def _run(
@@ -409,6 +459,11 @@ class Daemon:
         self.running = False
         self.state = DaemonState(self.state.inventory, record, self.state.runs + 1)
         self._save_state()
+        if self.settings.metrics_dir is not None:
+            try:
+                write_metrics(self.settings.metrics_dir, self.state)
+            except McuUpdaterError as error:
+                log.error("could not write the metrics", error=error.message, hint=error.hint)
         fields: dict[str, Any] = {"result": record.result, "sent": ",".join(record.sent) or None}
         if record.result == "failed":
             log.error(

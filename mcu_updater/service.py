@@ -22,6 +22,7 @@ from mcu_updater.hw.specs import Backend, TargetLine
 from mcu_updater.notify import Notifier
 from mcu_updater.target import Target
 from mcu_updater.updater import Options
+from mcu_updater.watch import Watched
 
 PACKAGE_SUFFIX: Final = ".zip"
 
@@ -37,6 +38,14 @@ def firmware_files(config: Config) -> list[Path]:
             "install the nrfutil .zip packages the gateway should bring the nRF52 to",
         )
     return files
+
+
+def watched_firmware(config: Config) -> tuple[Watched, ...]:
+    """What inotify watches: each firmware directory's packages, or a listed package's own name."""
+    return tuple(
+        Watched(path, f"*{PACKAGE_SUFFIX}") if path.is_dir() else Watched(path.parent, path.name)
+        for path in config.firmware.paths
+    )
 
 
 def package_loader(config: Config) -> Callable[[Path], DfuPackage]:
@@ -78,6 +87,8 @@ def daemon_settings(config: Config) -> DaemonSettings:
         ),
         ready_after_first_run=config.notify.ready is ReadyWhen.AFTER_FIRST_RUN,
         load_package=package_loader(config),
+        metrics_dir=config.metrics.textfile_dir,
+        watch=watched_firmware(config),
     )
 
 
@@ -99,6 +110,7 @@ def make_daemon(
         notifier=notifier or Notifier(),
         button_start=button.start if button is not None else None,
         reload=reload,
+        control_group=config.control.group,
     )
 
 

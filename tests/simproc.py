@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -61,6 +62,43 @@ class SimulatorProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.communicate(timeout=15)
+
+
+class DaemonProcess:
+    """`mcu-updater run --config FILE` as systemd runs it: with a NOTIFY_SOCKET, ready at READY=1."""
+
+    def __init__(self, config: Path, notify_path: Path) -> None:
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(notify_path))
+        self.notify.settimeout(60)
+        self.messages: list[str] = []
+        self.process = subprocess.Popen(
+            [*CLI, "run", "--config", str(config)],
+            env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_ready(self) -> None:
+        while "READY=1" not in self.messages:
+            self.messages.append(self.notify.recv(4096).decode())
+
+    def stop(self) -> str:
+        """SIGTERM; assert a clean exit; return its stderr."""
+        self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=20)
+        assert self.process.returncode == 0, err
+        assert "Traceback" not in err
+        return err
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+        self.notify.close()
 
 
 def run_cli(*args: str, timeout: float = 120) -> CliResult:

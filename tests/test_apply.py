@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from mcu_updater.state import PackageStore
 from tests.conftest import shared_fixture
-from tests.simproc import CLI, SimulatorProcess, run_cli
+from tests.simproc import CLI, DaemonProcess, SimulatorProcess, run_cli
 from tests.test_service import write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -247,3 +248,47 @@ def test_second_apply_waits_for_the_run_lock(tmp_path: Path) -> None:
     assert waiting.returncode == 0, err
     assert result["sent"] == ["application"]
     assert "image: application v2" in summary
+
+
+def test_jobs_are_handed_to_a_running_daemon(tmp_path: Path) -> None:
+    with signed_sim(tmp_path) as sim:
+        config = write_config(tmp_path, sim.port, DENY_DOWNGRADES)
+        with DaemonProcess(config, tmp_path / "notify") as daemon:
+            daemon.wait_ready()  # its start-up run installed the configured app_v2
+            updated = job("apply", config, "sd_app_signed.zip")
+            assert updated[0] == {"event": "accepted", "kind": "apply", "queued": False}
+            assert updated[-1]["sent"] == ["softdevice", "application"]
+            assert updated[-1]["installed"] == {"bootloader": 1, "softdevice": 6001001, "application": 3}
+
+            verified = job("verify", config, "sd_app_signed.zip")
+            assert verified[0]["event"] == "accepted"
+            assert verified[-1]["exit_code"] == 0
+
+            denied = job("apply", config, "app_v2_signed.zip")[-1]
+            assert denied["exit_code"] == 65
+            assert "downgrade policy is deny" in denied["message"]
+
+            status = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+            err = daemon.stop()
+        summary = sim.stop()
+    assert status["daemon"]["running"] is True
+    assert status["last_run"]["package"] == str(shared_fixture("app_v2_signed.zip"))
+    assert status["packages"]["current"] is not None
+    assert (
+        PackageStore(tmp_path / "state").current.read_bytes()
+        == shared_fixture("sd_app_signed.zip").read_bytes()
+    )
+    assert "apply job received" in err
+    assert "image: softdevice" in summary
+
+
+def test_a_stale_socket_falls_back_to_standalone(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "run" / "control.sock"))  # bound, never listening: a crashed daemon's
+    stale.close()
+    with signed_sim(tmp_path) as sim:
+        config = write_config(tmp_path, sim.port)
+        records = job("apply", config, "app_v2_signed.zip")
+    assert "accepted" not in [r["event"] for r in records]
+    assert records[-1]["sent"] == ["application"]

@@ -16,11 +16,13 @@ from mcu_updater.config import (
     MAX_FILE_BYTES,
     BootloaderProfile,
     Config,
+    ControlConfig,
     Downgrade,
     FirmwareConfig,
     GpioConfig,
     LoggingConfig,
     LogLevel,
+    MetricsConfig,
     NotifyConfig,
     PolicyConfig,
     ReadyWhen,
@@ -118,6 +120,8 @@ def test_example_loads_with_the_documented_values(rootfs: Path) -> None:
     )
     assert config.notify.ready is ReadyWhen.AFTER_FIRST_RUN
     assert config.logging.level is LogLevel.INFO
+    assert config.metrics == MetricsConfig(Path("/var/lib/prometheus/node-exporter"))
+    assert config.control == ControlConfig("mcu-updater")
     assert (config.state_dir, config.runtime_dir) == (Path("/var/lib/mcu-updater"), Path("/run/mcu-updater"))
 
 
@@ -130,7 +134,7 @@ def _schema_keys() -> set[str]:
     """Every key a file may use: the configuration dataclasses' field names."""
     classes = [
         Config, SerialConfig, GpioConfig, LineSpec, Step, ButtonSpec, TargetConfig, FirmwareConfig,
-        PolicyConfig, Timeouts, NotifyConfig, LoggingConfig,
+        PolicyConfig, Timeouts, NotifyConfig, LoggingConfig, MetricsConfig, ControlConfig,
     ]  # fmt: skip
     return {f.name for cls in classes for f in dataclasses.fields(cls)}
 
@@ -289,6 +293,10 @@ BAD_CONFIGS = [
      "7: gpio.reset.drive",
      "got 'open_drain' (did you mean 'open-drain'?); expected one of open-drain, push-pull"),
     ("bad backend", OK + "gpio: {backend: libgpiod}\n", "4: gpio.backend", "one of gpiod, none, virtual"),
+    ("group with a space", OK + "control: {group: mcu updater}\n", "4: control.group", "a group name like"),
+    ("group as a number", OK + "control:\n  group: 1000\n", "5: control.group", "got the number 1000"),
+    ("metrics dir as a list", OK + "metrics: {textfile_dir: [a]}\n", "4: metrics.textfile_dir",
+     "expected a directory path"),
     ("bare chip name", OK + "gpio: {chip: gpiochip0}\n", "4: gpio.chip", "/dev/gpiochip0"),
     ("negative line offset", OK + "gpio:\n  reset: {line: -1}\n",
      "5: gpio.reset.line", "out of range; expected a line name like GPIO5"),

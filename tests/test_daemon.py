@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mcu_updater.control import request
+from mcu_updater.control import request, stream
 from mcu_updater.daemon import Daemon, DaemonSettings, combine_firmware
 from mcu_updater.dfu.package import DfuPackage, load_package
-from mcu_updater.errors import ConfigError
+from mcu_updater.errors import ConfigError, TransientError
 from mcu_updater.hw.button import GpiodButton
 from mcu_updater.hw.specs import ButtonSpec, TargetLine
+from mcu_updater.jobs import Job, JobKind
 from mcu_updater.notify import Notifier
 from mcu_updater.sim.bootloader import Mode
 from mcu_updater.sim.demo_firmware import DemoFirmware, build_demo_firmware
@@ -128,6 +129,7 @@ async def start_rig(
         load_firmware=lambda: chosen,
         connect=connector(device, timeouts=FAST),
         options=Options(abort_when_idle=True),
+        load_package=lambda path: load_package(path, public_key=public_key or firmware.public_key),
     )
     runtime = tmp_path / "run"
     daemon = Daemon(
@@ -275,3 +277,41 @@ async def test_sighup_reloads_and_checks_again(rig: Rig) -> None:
     record = rig.daemon.state.last_run
     assert record is not None
     assert record.result == "up-to-date"
+
+
+async def test_a_job_waits_for_the_current_run_then_streams_its_events(
+    rig: Rig, firmware: DemoFirmware
+) -> None:
+    await until(lambda: rig.daemon.running)
+    app = firmware.packages[1]
+    events: list[dict[str, object]] = []
+    job = Job(JobKind.APPLY, app.read_bytes(), str(app))
+    result = await stream(rig.runtime / "control.sock", job.to_request(), events.append)
+    assert events[0] == {"event": "accepted", "kind": "apply", "queued": True}
+    assert result["exit_code"] == 0
+    assert result["result"] == "up-to-date", "the start-up run had installed it before the job ran"
+    assert rig.daemon.state.runs == 2
+    assert [e["event"] for e in events][1:4] == ["connected", "inventory", "plan"]
+
+
+async def test_stopping_during_a_job_ends_its_stream_and_records_the_cut(
+    firmware: DemoFirmware, tmp_path: Path, notify_socket: Notifications
+) -> None:
+    rig = await start_rig(firmware, tmp_path, timing=Timing(baud=460_800))
+    try:
+        await rig.wait_runs(1)
+        newer = build_demo_firmware(tmp_path / "v2", app_version=2).packages[1]
+        job = Job(JobKind.APPLY, newer.read_bytes(), str(newer))
+        streamed = asyncio.create_task(stream(rig.runtime / "control.sock", job.to_request(), lambda _: None))
+        await until(lambda: rig.daemon.phase.startswith("updating application"))
+        rig.daemon.stop()
+        with pytest.raises(TransientError, match="closed the connection before the result"):
+            await streamed
+        assert await asyncio.wait_for(rig.task, 5) == 0
+        record = rig.store.load().last_run
+        assert record is not None
+        assert (record.result, record.exit_code, record.package) == ("failed", 75, str(newer))
+        assert not rig.daemon.packages.current.exists(), "a cut job's package is not kept"
+    finally:
+        rig.lines.close()
+        await rig.device.close()

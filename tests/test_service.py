@@ -4,10 +4,6 @@ processes, a real pty to `mcu-updater simulate`, a real sd_notify socket."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import textwrap
 import time
 from collections.abc import Callable
@@ -16,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import shared_fixture
-from tests.simproc import CLI, FAST_BAUD, SimulatorProcess, run_cli
+from tests.simproc import FAST_BAUD, DaemonProcess, SimulatorProcess, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,24 +50,13 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> N
 
 
 def test_daemon_process_reconciles_answers_trigger_and_status_and_stops(tmp_path: Path) -> None:
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(30)
     with SimulatorProcess(
         tmp_path / "nrf52.json", "--public-key", str(shared_fixture("key_a_public.pem"))
     ) as sim:
         config = write_config(tmp_path, sim.port)
-        daemon = subprocess.Popen(
-            [*CLI, "run", "--config", str(config)],
-            env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            messages = []
-            while "READY=1" not in messages:
-                messages.append(notify.recv(4096).decode())
-            assert any(m.startswith("STATUS=updating application") for m in messages)
+        with DaemonProcess(config, tmp_path / "notify") as daemon:
+            daemon.wait_ready()
+            assert any(m.startswith("STATUS=updating application") for m in daemon.messages)
 
             status = run_cli("status", "--json", "--config", str(config))
             assert status.exit_code == 0, status.stderr
@@ -97,16 +82,7 @@ def test_daemon_process_reconciles_answers_trigger_and_status_and_stops(tmp_path
             human = run_cli("status", "--config", str(config))
             assert "last run: up-to-date" in human.stdout
             assert "application 2" in human.stdout
-
-            daemon.send_signal(signal.SIGTERM)
-            _, err = daemon.communicate(timeout=20)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.communicate()
-            notify.close()
-        assert daemon.returncode == 0, err
-        assert "Traceback" not in err
+            err = daemon.stop()
         assert "update run finished" in err
         summary = sim.stop()
     assert "image: application v2" in summary
