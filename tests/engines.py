@@ -76,8 +76,9 @@ class Gateway:
 
 
 @contextmanager
-def gateway(directory: Path) -> Iterator[Gateway]:
-    """A fresh virtual nRF52 (SDK 15.2 bootloader, key_a) and a configuration that reaches it."""
+def gateway(directory: Path, firmware: Path | None = None) -> Iterator[Gateway]:
+    """A fresh virtual nRF52 (SDK 15.2 bootloader, key_a) and a configuration that reaches it, shipping
+    ``firmware`` (default: app_v2_signed.zip) for the daemon."""
     directory.mkdir(parents=True, exist_ok=True)
     public_key = shared_fixture("key_a_public.pem")
     with SimulatorProcess(directory / "nrf52.json", "--public-key", str(public_key)) as sim:
@@ -94,7 +95,7 @@ def gateway(directory: Path) -> Iterator[Gateway]:
                 target:
                   hw_version: 52
                   public_key: {public_key}
-                firmware: {shared_fixture("app_v2_signed.zip")}
+                firmware: {firmware or shared_fixture("app_v2_signed.zip")}
                 state_dir: {state_dir}
                 runtime_dir: {directory / "run"}
                 """

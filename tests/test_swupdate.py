@@ -10,6 +10,7 @@ in its TMPDIR, here the test's directory.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -17,9 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from mcu_updater.dfu.initpacket import FwType
 from tests.conftest import shared_fixture
 from tests.engines import CONTRIB, Gateway, LoggedProcess, Signer, gateway, require_tools
+from tests.packages import firmware, make_image, write_package
+from tests.simproc import CLI
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -90,11 +96,21 @@ def daemon(tmp_path: Path, gw: Gateway, signer: Signer) -> Iterator[SwupdateDaem
         yield running
 
 
-def make_swu(directory: Path, package: str, signer: Signer, *, revision: str = REVISION) -> tuple[Path, Path]:
-    """The .swu contrib/swupdate/make-swu builds, and where it makes swupdate write the package."""
-    image, destination = directory / f"{package}.swu", directory / "rootfs" / "nrf52" / "nrf52.zip"
+def make_swu(
+    directory: Path,
+    package: str | Path,
+    signer: Signer,
+    *,
+    revision: str = REVISION,
+    destination: Path | None = None,
+) -> tuple[Path, Path]:
+    """The .swu contrib/swupdate/make-swu builds for ``package`` (a shared fixture's name or a path), and
+    where it makes swupdate write the package."""
+    source = shared_fixture(package) if isinstance(package, str) else package
+    image = directory / f"{source.name}.swu"
+    destination = destination or directory / "rootfs" / "nrf52" / "nrf52.zip"
     subprocess.run(
-        [CONTRIB / "swupdate" / "make-swu", shared_fixture(package), signer.key, signer.cert, image],
+        [CONTRIB / "swupdate" / "make-swu", source, signer.key, signer.cert, image],
         env={**os.environ, "SWU_HW_REVISION": revision, "NRF52_PACKAGE_PATH": str(destination)},
         check=True,
         capture_output=True,
@@ -144,3 +160,40 @@ def test_an_image_for_another_hardware_revision_is_not_installed(
     assert outcome(daemon.install(image)) == FAILED
     assert not destination.exists()
     assert gw.application_version() is None
+
+
+def key_a_application(path: Path, version: int) -> Path:
+    """An application package signed with the fixtures' key_a (what the virtual nRF52 trusts)."""
+    key = serialization.load_pem_private_key(shared_fixture("key_a.pem").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return write_package(
+        path, make_image(FwType.APPLICATION, firmware(8192, seed=version), fw_version=version, key=key)
+    )
+
+
+def test_with_the_daemon_running_an_image_writing_into_its_firmware_directory_stays_installed(
+    tmp_path: Path, signer: Signer
+) -> None:
+    require_tools("swupdate", "swupdate-client", "cpio", "openssl")
+    firmware_dir = tmp_path / "firmware"
+    firmware_dir.mkdir()
+    shutil.copy2(shared_fixture("app_v2_signed.zip"), firmware_dir / "nrf52.zip")
+    with (
+        gateway(tmp_path / "gateway", firmware=firmware_dir) as gw,
+        LoggedProcess([*CLI, "run", "--config", str(gw.config)], gw.environment()) as mcu_updater,
+        SwupdateDaemon(tmp_path / "swupdate", gw, signer) as daemon,
+    ):
+        assert "result=updated" in mcu_updater.wait_for("update run finished")[-1]  # start-up: v2
+        image, _ = make_swu(
+            tmp_path,
+            key_a_application(tmp_path / "app_v3.zip", 3),
+            signer,
+            destination=firmware_dir / "nrf52.zip",
+        )
+
+        assert outcome(daemon.install(image)) == SUCCESS
+
+        # The postinst's apply (handed to the daemon) and the reconcile the new file starts, in either order.
+        results = [mcu_updater.wait_for("update run finished")[-1].split("result=")[1] for _ in range(2)]
+        assert sorted(result.split()[0] for result in results) == ["up-to-date", "updated"]
+        assert gw.application_version() == 3
