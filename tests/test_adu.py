@@ -28,6 +28,7 @@ SCRIPT = "nrf52-dfu-adu"
 CUSTOM_HANDLER_ERC = 0x3200_0000  # ADU layout 0xFCCRRRRR: facility 3 (content handler), component 0x20
 EXIT_DATA_ERROR = 65
 EXIT_SOFTWARE = 70
+EXIT_IO_ERROR = 74
 SOFTDEVICE_MISMATCH = 0x07
 
 
@@ -129,6 +130,16 @@ def test_a_package_the_configuration_refuses_is_reported_before_anything_is_sent
         assert codes(result) == (0, CUSTOM_HANDLER_ERC | EXIT_DATA_ERROR << 12), result
         assert "51" in result["resultDetails"]
     assert gw.application_version() is None
+
+
+def test_a_target_that_is_gone_fails_with_the_serial_exit_code(workflow: Workflow, gw: Gateway) -> None:
+    workflow.download("app_v2_signed.zip")
+    gw.sim.stop()  # its pty disappears; apply retries with backoff (about 15 s), then gives up
+
+    result = workflow.run("install")
+
+    assert codes(result) == (0, CUSTOM_HANDLER_ERC | EXIT_IO_ERROR << 12), result
+    assert "does not exist" in result["resultDetails"]
 
 
 def test_install_without_a_package_says_so(workflow: Workflow) -> None:
