@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -33,6 +34,7 @@ LOCK_WAIT: Final = 600.0
 """How long a standalone job waits for another run to release the run lock before exit 75."""
 PROGRESS_STEP: Final = 10
 """A human progress line every 10 %."""
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
 
 def add_apply_parsers(commands: argparse._SubParsersAction[Any], default_config: Path) -> None:
@@ -83,12 +85,19 @@ def _run_job_command(args: argparse.Namespace, kind: JobKind) -> int:
 
 
 async def _job_command(args: argparse.Namespace, kind: JobKind) -> int:
-    from mcu_updater.errors import McuUpdaterError  # noqa: PLC0415
+    from mcu_updater.errors import McuUpdaterError, TransientError  # noqa: PLC0415
     from mcu_updater.jobs import error_result, installed_versions  # noqa: PLC0415
     from mcu_updater.state import StateStore  # noqa: PLC0415
 
     output = JobOutput(json_lines=args.json)
     known: dict[str, int] = {}
+    # An engine that gives up sends SIGTERM: the job is cut cleanly (the target returned to its
+    # application, the run recorded) and the result still written. A daemon's job goes on regardless.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, task.cancel)
     try:
         from mcu_updater.config import load_config  # noqa: PLC0415
 
@@ -98,6 +107,12 @@ async def _job_command(args: argparse.Namespace, kind: JobKind) -> int:
         result = await submit(config, job, output.emit)
     except McuUpdaterError as error:
         result = error_result(error, known)
+    except asyncio.CancelledError:
+        stopped = TransientError("stopped by a signal during the job", "run it again: the transfer resumes")
+        result = error_result(stopped, known)
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
     output.finish(result)
     return int(result["exit_code"])
 
@@ -137,11 +152,18 @@ async def _prepare(config: Config, args: argparse.Namespace, kind: JobKind) -> J
 async def submit(config: Config, job: Job, emit: Emit) -> dict[str, Any]:
     """Hand ``job`` to the daemon if it answers, else run it here; return its result event."""
     from mcu_updater.control import SOCKET_NAME, NoDaemonError, stream  # noqa: PLC0415
+    from mcu_updater.errors import TransientError  # noqa: PLC0415
 
     try:
         return await stream(config.runtime_dir / SOCKET_NAME, job.to_request(), emit)
     except NoDaemonError:
-        return await run_here(config, job, emit)
+        pass
+    except asyncio.CancelledError:
+        raise TransientError(
+            "interrupted while the daemon runs the job; it goes on there",
+            "`mcu-updater status` shows its result",
+        ) from None
+    return await run_here(config, job, emit)
 
 
 async def run_here(config: Config, job: Job, emit: Emit) -> dict[str, Any]:

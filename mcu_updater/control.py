@@ -30,8 +30,9 @@ REPLY_TIMEOUT: Final = 5.0
 RESULT_EVENT: Final = "result"
 Handler = Callable[[], Awaitable[dict[str, Any]]]
 Record = dict[str, Any]
-StreamHandler = Callable[[Record, Callable[[Record], None]], Awaitable[Record]]
-"""Takes the request and an emit for its events; returns the ``result`` event."""
+StreamHandler = Callable[[Record, Callable[[Record], None], Callable[[], bool]], Awaitable[Record]]
+"""Takes the request, an emit for its events and a "has the caller gone?" check; returns the
+``result`` event."""
 _UCRED: Final = struct.Struct("3i")
 
 
@@ -134,7 +135,7 @@ class ControlServer:
             if not self._allowed(_peer(writer)):
                 reply: dict[str, Any] = {"ok": False, "error": "permission denied"}
             else:
-                reply = await self._answer(line, writer)
+                reply = await self._answer(line, reader, writer)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError, ValueError):
@@ -144,7 +145,9 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> dict[str, Any]:
+    async def _answer(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> dict[str, Any]:
         try:
             request = json.loads(line)
             command = request.get("command")
@@ -157,7 +160,7 @@ class ControlServer:
                 if not writer.is_closing():
                     writer.write(json.dumps(record).encode() + b"\n")
 
-            return await self.streams[command](request, emit)
+            return await self.streams[command](request, emit, reader.at_eof)
         handler = self.handlers.get(command) if isinstance(command, str) else None
         if handler is None:
             return {"ok": False, "error": f"unknown command {command!r}"}

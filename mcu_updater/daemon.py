@@ -41,7 +41,16 @@ from mcu_updater.errors import (
     TransientError,
 )
 from mcu_updater.hw.gpio import TargetLines
-from mcu_updater.jobs import EXIT_DIFFERS, Emit, Job, JobKind, differences, error_result, result_event
+from mcu_updater.jobs import (
+    EXIT_DIFFERS,
+    Emit,
+    Job,
+    JobKind,
+    differences,
+    error_result,
+    installed_versions,
+    result_event,
+)
 from mcu_updater.lock import LOCK_NAME, RunLock
 from mcu_updater.metrics import write_metrics
 from mcu_updater.notify import Notifier
@@ -176,11 +185,22 @@ class Daemon:
         self.trigger("control socket")
         return {"queued": queued, "running": self.running}
 
-    async def _status_command(self) -> dict[str, Any]:
-        return {"phase": self.phase, "running": self.running, **self.state.to_json()}
+    @property
+    def jobs(self) -> int:
+        """Jobs from `apply`/`verify` running or waiting for their turn."""
+        return len(self._job_tasks)
 
-    async def _job_command(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        """A job from `apply` or `verify`: it waits for the current run, never runs beside it."""
+    async def _status_command(self) -> dict[str, Any]:
+        return {"phase": self.phase, "running": self.running, "jobs": self.jobs, **self.state.to_json()}
+
+    async def _job_command(
+        self, request: dict[str, Any], emit: Emit, caller_gone: Callable[[], bool]
+    ) -> dict[str, Any]:
+        """A job from `apply` or `verify`: it waits for the current run, never runs beside it.
+
+        A job whose caller went away before its turn is dropped: that caller may have given up on a
+        daemon that answered late and done the job itself.
+        """
         try:
             job = Job.from_request(request)
         except McuUpdaterError as error:
@@ -192,6 +212,9 @@ class Daemon:
             emit({"event": "accepted", "kind": job.kind.value, "queued": self._turn.locked()})
             log.info(f"{job.kind.value} job received", package=job.source, queued=self._turn.locked())
             async with self._turn:
+                if caller_gone():
+                    log.warning(f"{job.kind.value} job dropped: its caller went away", package=job.source)
+                    return error_result(TransientError("the caller went away"), self._installed())
                 return await self.run_job(job, emit)
         finally:
             self._job_tasks.discard(task)
@@ -384,23 +407,18 @@ class Daemon:
         finally:
             self.packages.discard(staged)
         if record.result == "failed":
-            return result_event(
-                record.exit_code,
-                record.error,
-                self._installed(),
-                hint=record.hint,
-                device_result=record.device_result,
-                device_ext=record.device_ext,
-                result=record.result,
-                sent=list(record.sent),
-            )
-        message = (
-            f"updated: {', '.join(record.sent)}" if record.sent else "already installed: nothing to send"
-        )
+            message = record.error
+        elif record.sent:
+            message = f"updated: {', '.join(record.sent)}"
+        else:
+            message = "already installed: nothing to send"
         return result_event(
-            0,
+            record.exit_code,
             message,
             self._installed(),
+            hint=record.hint,
+            device_result=record.device_result,
+            device_ext=record.device_ext,
             result=record.result,
             sent=list(record.sent),
             seconds=record.seconds,
@@ -453,7 +471,7 @@ class Daemon:
         return inventory
 
     def _installed(self) -> dict[str, int]:
-        return {entry.type: entry.version for entry in self.state.inventory}
+        return installed_versions(self.state.inventory)
 
     def _finish(self, record: RunRecord) -> None:
         self.running = False

@@ -36,6 +36,8 @@ class RunLock:
                 f"cannot open the run lock {self.path}: {exc.strerror}",
                 "set runtime_dir to a directory this user can write (systemd: RuntimeDirectory=mcu-updater)",
             ) from exc
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o644)  # whatever the umask: root's jobs and the daemon's user share it
         return fd
 
     @contextlib.asynccontextmanager

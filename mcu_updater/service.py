@@ -170,7 +170,12 @@ async def status(config_path: Path, *, as_json: bool) -> int:
         live = await request(config.runtime_dir / SOCKET_NAME, "status")
     except McuUpdaterError as error:
         live = {"ok": False, "error": error.message}
-    daemon = {"running": bool(live.get("ok")), "phase": live.get("phase"), "busy": live.get("running")}
+    daemon = {
+        "running": bool(live.get("ok")),
+        "phase": live.get("phase"),
+        "busy": live.get("running"),
+        "jobs": live.get("jobs"),
+    }
     report = {**saved, **{k: v for k, v in live.items() if k in saved}, "daemon": daemon}
     report.pop("format", None)
     report["installed"] = {entry["type"]: entry["version"] for entry in report.get("inventory", [])}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from mcu_updater.state import PackageStore
 from tests.conftest import shared_fixture
-from tests.simproc import CLI, DaemonProcess, SimulatorProcess, run_cli
+from tests.simproc import CLI, FAST_BAUD, DaemonProcess, SimulatorProcess, run_cli
 from tests.test_service import write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -292,3 +293,39 @@ def test_a_stale_socket_falls_back_to_standalone(tmp_path: Path) -> None:
         records = job("apply", config, "app_v2_signed.zip")
     assert "accepted" not in [r["event"] for r in records]
     assert records[-1]["sent"] == ["application"]
+
+
+def test_sigterm_cuts_a_standalone_apply_cleanly(tmp_path: Path) -> None:
+    # At 115200 baud the 60 KiB application takes seconds on the line: SIGTERM lands inside it.
+    with SimulatorProcess(
+        tmp_path / "nrf52.json", "--public-key", str(shared_fixture("key_a_public.pem")), baud=115200
+    ) as sim:
+        config = write_config(tmp_path, sim.port)
+        config.write_text(config.read_text().replace(f"baud: {FAST_BAUD}", "baud: 115200"))
+        package = str(shared_fixture("app_v2_signed.zip"))
+        applying = subprocess.Popen(
+            [*CLI, "apply", "--package", package, "--config", str(config), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            assert applying.stdout is not None
+            while json.loads(applying.stdout.readline())["event"] != "progress":
+                pass
+            applying.send_signal(signal.SIGTERM)
+            out, err = applying.communicate(timeout=30)
+        finally:
+            if applying.poll() is None:
+                applying.kill()
+                applying.communicate()
+        resumed = job("apply", config, "app_v2_signed.zip")[-1]
+    result = json.loads(out.splitlines()[-1])
+    assert applying.returncode == 75, err
+    assert (result["event"], result["exit_code"]) == ("result", 75)
+    assert "stopped by a signal" in result["message"]
+    assert err.count("\n") == 1
+    assert resumed["sent"] == ["application"]
+    status = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+    assert status["runs"] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -315,3 +316,19 @@ async def test_stopping_during_a_job_ends_its_stream_and_records_the_cut(
     finally:
         rig.lines.close()
         await rig.device.close()
+
+
+async def test_a_queued_job_whose_caller_left_is_dropped(rig: Rig, firmware: DemoFirmware) -> None:
+    await until(lambda: rig.daemon.running)
+    app = firmware.packages[1]
+    reader, writer = await asyncio.open_unix_connection(rig.runtime / "control.sock")
+    writer.write(json.dumps(Job(JobKind.APPLY, app.read_bytes(), str(app)).to_request()).encode() + b"\n")
+    accepted = json.loads(await reader.readline())
+    assert accepted == {"event": "accepted", "kind": "apply", "queued": True}
+    writer.close()  # the caller gives up while the start-up run still goes on
+    await writer.wait_closed()
+    await until(lambda: rig.daemon.jobs == 0)
+    await rig.wait_runs(1)
+    record = rig.daemon.state.last_run
+    assert record is not None
+    assert (rig.daemon.state.runs, record.package) == (1, ""), "only the start-up run ran"

@@ -60,14 +60,16 @@ async def test_a_missing_directory_is_logged_not_raised(tmp_path: Path) -> None:
     watch.close()
 
 
-def test_the_daemon_reconciles_when_an_engine_replaces_the_package(tmp_path: Path) -> None:
+def test_the_daemon_reconciles_when_an_engine_drops_or_replaces_a_package(tmp_path: Path) -> None:
     firmware = tmp_path / "firmware"
     firmware.mkdir()
-    shutil.copyfile(shared_fixture("app_v2_signed.zip"), firmware / "app.zip")
     store = StateStore(tmp_path / "state")
 
     def application() -> int | None:
         return {e.type: e.version for e in store.load().inventory}.get("application")
+
+    def runs() -> int:
+        return store.load().runs
 
     # The Azure sample's bootloader accepts an older version: the rollback case RAUC describes.
     with SimulatorProcess(tmp_path / "nrf52.json", "--profile", "azure-sample") as sim:
@@ -75,9 +77,13 @@ def test_the_daemon_reconciles_when_an_engine_replaces_the_package(tmp_path: Pat
         config.write_text(config.read_text().replace(str(shared_fixture("app_v2_signed.zip")), str(firmware)))
         with DaemonProcess(config, tmp_path / "notify") as daemon:
             daemon.wait_ready()
-            assert application() == 2
+            first = store.load().last_run
+            assert first is not None
+            assert (first.result, first.exit_code) == ("failed", 66), "nothing shipped yet"
+            replace_by_rename(shared_fixture("app_v2_signed.zip"), firmware / "app.zip")
+            wait_for(lambda: application() == 2 and runs() == 2, "the run the new package started")
             replace_by_rename(shared_fixture("app_v1_signed_downgrade.zip"), firmware / "app.zip")
-            wait_for(lambda: application() == 1 and store.load().runs == 2, "the run the rename started")
+            wait_for(lambda: application() == 1 and runs() == 3, "the run the rollback started")
             shutil.copyfile(shared_fixture("app_v2_signed.zip"), firmware / "app.zip")  # rewritten in place
             wait_for(lambda: application() == 2, "the run the rewrite started")
             err = daemon.stop()
