@@ -132,9 +132,13 @@ def test_a_package_the_configuration_refuses_is_reported_before_anything_is_sent
     assert gw.application_version() is None
 
 
-def test_a_target_that_is_gone_fails_with_the_serial_exit_code(workflow: Workflow, gw: Gateway) -> None:
+def test_a_missing_serial_port_fails_with_the_serial_exit_code(
+    workflow: Workflow, gw: Gateway, tmp_path: Path
+) -> None:
     workflow.download("app_v2_signed.zip")
-    gw.sim.stop()  # its pty disappears; apply retries with backoff (about 15 s), then gives up
+    # Not the stopped simulator's pty: another process may be given its number at once.
+    gw.config.write_text(gw.config.read_text().replace(gw.sim.port, str(tmp_path / "ttyGone")))
+    # apply retries with backoff (about 15 s), then gives up.
 
     result = workflow.run("install")
 
