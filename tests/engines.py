@@ -23,9 +23,13 @@ from types import TracebackType
 from typing import Self
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.wire import ImageType
 from tests.conftest import shared_fixture
+from tests.packages import firmware, make_image, write_package
 from tests.simproc import FAST_BAUD, SimulatorProcess, query_inventory
 
 CONTRIB = Path(__file__).resolve().parents[1] / "contrib"
@@ -185,3 +189,12 @@ class LoggedProcess:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def key_a_application(path: Path, version: int) -> Path:
+    """An application package signed with the fixtures' key_a (what the virtual nRF52 trusts)."""
+    key = serialization.load_pem_private_key(shared_fixture("key_a.pem").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return write_package(
+        path, make_image(FwType.APPLICATION, firmware(8192, seed=version), fw_version=version, key=key)
+    )

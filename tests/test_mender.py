@@ -17,7 +17,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import shared_fixture
-from tests.engines import CONTRIB, Gateway, gateway, require_root, require_tools
+from tests.engines import (
+    CONTRIB,
+    Gateway,
+    LoggedProcess,
+    gateway,
+    key_a_application,
+    require_root,
+    require_tools,
+)
+from tests.simproc import CLI
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -149,6 +158,20 @@ def test_a_failed_first_install_has_nothing_to_return_to(mender: Mender, gw: Gat
     assert gw.application_version() is None
     # What runs is unknown, and Mender says so rather than name a state.
     assert mender.artifact_name() == "nrf52-app-v3-wrong-sd_INCONSISTENT"
+
+
+def test_with_the_daemon_running_the_module_hands_it_the_job(
+    mender: Mender, gw: Gateway, tmp_path: Path
+) -> None:
+    with LoggedProcess([*CLI, "run", "--config", str(gw.config)], gw.environment()) as daemon:
+        assert "result=updated" in daemon.wait_for("update run finished")[-1]  # start-up: the shipped v2
+
+        installed = mender.install("nrf52-app-v3", key_a_application(tmp_path / "app_v3.zip", 3))
+
+        assert installed.returncode == 0, installed.stderr
+        assert "result=updated" in daemon.wait_for("update run finished")[-1]  # the module's apply
+        assert mender("commit").returncode == 0
+    assert gw.application_version() == 3
 
 
 def test_inventory_script_reports_what_apply_installed(mender: Mender, gw: Gateway) -> None:

@@ -18,13 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from mcu_updater.dfu.initpacket import FwType
 from tests.conftest import shared_fixture
-from tests.engines import CONTRIB, Gateway, LoggedProcess, Signer, gateway, require_tools
-from tests.packages import firmware, make_image, write_package
+from tests.engines import (
+    CONTRIB,
+    Gateway,
+    LoggedProcess,
+    Signer,
+    gateway,
+    key_a_application,
+    require_tools,
+)
 from tests.simproc import CLI
 
 pytestmark = pytest.mark.timeout(180)
@@ -160,15 +164,6 @@ def test_an_image_for_another_hardware_revision_is_not_installed(
     assert outcome(daemon.install(image)) == FAILED
     assert not destination.exists()
     assert gw.application_version() is None
-
-
-def key_a_application(path: Path, version: int) -> Path:
-    """An application package signed with the fixtures' key_a (what the virtual nRF52 trusts)."""
-    key = serialization.load_pem_private_key(shared_fixture("key_a.pem").read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return write_package(
-        path, make_image(FwType.APPLICATION, firmware(8192, seed=version), fw_version=version, key=key)
-    )
 
 
 def test_with_the_daemon_running_an_image_writing_into_its_firmware_directory_stays_installed(
