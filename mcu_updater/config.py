@@ -116,6 +116,9 @@ class TargetConfig:
 class FirmwareConfig:
     paths: tuple[Path, ...]
     """Packages and directories of packages; each exists, none has been opened."""
+    applied: bool = False
+    """``firmware: applied``: the target is the package `mcu-updater apply` kept last, for OTA engines
+    whose payload lives outside the root filesystem (Mender modules, ADU); ``paths`` is then empty."""
 
 
 @dataclass(frozen=True)
@@ -456,7 +459,12 @@ _FIRMWARE_ENTRY: Final = (
 )
 
 
+APPLIED: Final = "applied"
+
+
 def _firmware(at: _At, expected: str) -> FirmwareConfig:
+    if isinstance(at.node, yaml.ScalarNode) and at.node.value == APPLIED:
+        return FirmwareConfig(paths=(), applied=True)
     entries = at.items(expected) if isinstance(at.node, yaml.SequenceNode) else [at]
     if not entries:
         raise at.fail("is an empty list", expected)
@@ -470,7 +478,10 @@ def _firmware(at: _At, expected: str) -> FirmwareConfig:
     return FirmwareConfig(tuple(paths))
 
 
-_FIRMWARE: Final = _Kind(f"{_FIRMWARE_ENTRY}, or a list of them", _firmware)
+_FIRMWARE: Final = _Kind(
+    f"{_FIRMWARE_ENTRY}, a list of them, or `{APPLIED}` (the package `mcu-updater apply` installed last)",
+    _firmware,
+)
 _PUBLIC_KEY: Final = _Kind(
     "a P-256 public key file: PEM, or nrfutil's C array (dfu_public_key.c)", _public_key
 )
@@ -689,8 +700,10 @@ def check_config_main(path: Path, *, root: Path | None = None) -> int:
         print(error, file=sys.stderr)
         return error.exit_code
     count = len(config.firmware.paths)
-    print(
-        f"{path}: OK (port {config.serial.port}, gpio backend {config.gpio.backend}, "
-        f"{count} firmware {'entry' if count == 1 else 'entries'})"
+    firmware = (
+        "firmware: the package `apply` installed last"
+        if config.firmware.applied
+        else f"{count} firmware {'entry' if count == 1 else 'entries'}"
     )
+    print(f"{path}: OK (port {config.serial.port}, gpio backend {config.gpio.backend}, {firmware})")
     return 0

@@ -80,6 +80,7 @@ RETRYABLE: Final = (TransientError, ProtocolError, LinkError, TargetNotAnswering
 BACKOFF: Final = (1.0, 3.0, 10.0)
 # How long systemd should wait for READY=1 after start: every image at a slow line rate, plus retries.
 STARTUP_BUDGET: Final = 600.0
+NOTHING_APPLIED: Final = "nothing-applied"
 IMAGE_ORDER: Final = (FwType.SOFTDEVICE_BOOTLOADER, FwType.SOFTDEVICE, FwType.BOOTLOADER, FwType.APPLICATION)
 
 log = structlog.get_logger("mcu_updater.daemon")
@@ -113,7 +114,9 @@ def combine_firmware(packages: Sequence[DfuPackage], source: Path) -> DfuPackage
 class DaemonSettings:
     """What a run needs, taken from the configuration (and replaced on SIGHUP)."""
 
-    load_firmware: Callable[[], DfuPackage]
+    load_firmware: Callable[[], DfuPackage | None]
+    """The images the gateway ships; None when there is nothing to bring the nRF52 to yet
+    (``firmware: applied`` before the first `apply`)."""
     connect: Connector
     options: Options
     load_package: Callable[[Path], DfuPackage] | None = None
@@ -511,6 +514,9 @@ class Daemon:
     ) -> RunRecord:
         if package is None:
             package = await asyncio.to_thread(settings.load_firmware)
+        if package is None:
+            log.info("no package has been applied yet; the nRF52 is left as it is")
+            return RunRecord(NOTHING_APPLIED, started, _now())
         chosen = package
         sent = await self._retrying(settings, lambda: self._session(chosen, settings, emit), emit)
         result = "updated" if sent else "up-to-date"

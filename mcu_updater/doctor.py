@@ -398,6 +398,13 @@ class _Doctor:
         except McuUpdaterError as error:
             self.add("firmware", Level.FAIL, error.message, error.hint)
             return
+        if not files:
+            self.add(
+                "firmware",
+                Level.OK,
+                "firmware: applied; no package applied yet (the OTA engine's `mcu-updater apply` brings it)",
+            )
+            return
         valid = []
         for path in files:
             try:

@@ -20,6 +20,7 @@ from mcu_updater.hw.button import Button, GpiodButton
 from mcu_updater.hw.gpio import TargetLines, open_target_lines
 from mcu_updater.hw.specs import Backend, TargetLine
 from mcu_updater.notify import Notifier
+from mcu_updater.state import PackageStore
 from mcu_updater.target import Target
 from mcu_updater.updater import Options
 from mcu_updater.watch import Watched
@@ -28,7 +29,11 @@ PACKAGE_SUFFIX: Final = ".zip"
 
 
 def firmware_files(config: Config) -> list[Path]:
-    """The packages the configuration names: files as given, directories' ``*.zip`` in name order."""
+    """The packages the configuration names: files as given, directories' ``*.zip`` in name order;
+    with ``firmware: applied``, the package `apply` kept (none before the first `apply`)."""
+    if config.firmware.applied:
+        current = PackageStore(config.state_dir).current
+        return [current] if current.exists() else []
     files: list[Path] = []
     for path in config.firmware.paths:
         files += sorted(path.glob(f"*{PACKAGE_SUFFIX}")) if path.is_dir() else [path]
@@ -41,7 +46,9 @@ def firmware_files(config: Config) -> list[Path]:
 
 
 def watched_firmware(config: Config) -> tuple[Watched, ...]:
-    """What inotify watches: each firmware directory's packages, or a listed package's own name."""
+    """What inotify watches: each firmware directory's packages, or a listed package's own name.
+    Nothing with ``firmware: applied``: `apply` itself is that change, and a second run would only
+    reset the nRF52 once more."""
     return tuple(
         Watched(path, f"*{PACKAGE_SUFFIX}") if path.is_dir() else Watched(path.parent, path.name)
         for path in config.firmware.paths
@@ -67,10 +74,14 @@ def package_loader(config: Config) -> Callable[[Path], DfuPackage]:
     return load
 
 
-def load_firmware(config: Config) -> DfuPackage:
-    """Every shipped package, validated (signatures too when a key is configured), as one image set."""
+def load_firmware(config: Config) -> DfuPackage | None:
+    """Every shipped package, validated (signatures too when a key is configured), as one image set;
+    None with ``firmware: applied`` before the first `apply` (nothing to bring the nRF52 to yet)."""
     load = package_loader(config)
-    return combine_firmware([load(path) for path in firmware_files(config)], config.firmware.paths[0])
+    files = firmware_files(config)
+    if config.firmware.applied and not files:
+        return None
+    return combine_firmware([load(path) for path in files], files[0])
 
 
 def daemon_settings(config: Config) -> DaemonSettings:

@@ -34,7 +34,8 @@ class InventoryEntry:
 @dataclass(frozen=True)
 class RunRecord:
     result: str
-    """``updated``, ``up-to-date`` or ``failed``."""
+    """``updated``, ``up-to-date``, ``nothing-applied`` (``firmware: applied`` before any `apply`) or
+    ``failed``."""
     started: str
     finished: str
     sent: tuple[str, ...] = ()

@@ -142,8 +142,9 @@ def _schema_keys() -> set[str]:
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     undocumented = sorted(key for key in _schema_keys() if not re.search(rf"\b{key}:", text))
-    # FirmwareConfig.paths is the value of firmware: itself, not a key.
-    assert undocumented == ["paths"]
+    # FirmwareConfig's fields are the value of firmware: itself (paths, or the word applied), not keys.
+    assert undocumented == ["applied", "paths"]
+    assert "firmware: applied" in text
 
 
 # --- defaults and good values --------------------------------------------------------------------
@@ -459,6 +460,13 @@ def test_check_config_counts_entries(workdir: Path, capsys: pytest.CaptureFixtur
     )
     assert check_config_main(path) == 0
     assert capsys.readouterr().out == f"{path}: OK (port /dev/ttyS1, gpio backend none, 2 firmware entries)\n"
+
+
+def test_firmware_applied_names_no_path(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(workdir, "serial: {port: /dev/ttyS1}\ngpio: {backend: none}\nfirmware: applied\n")
+    assert load_config(path).firmware == FirmwareConfig(paths=(), applied=True)
+    assert check_config_main(path) == 0
+    assert "firmware: the package `apply` installed last" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

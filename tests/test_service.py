@@ -17,8 +17,9 @@ from tests.simproc import FAST_BAUD, DaemonProcess, SimulatorProcess, run_cli
 pytestmark = pytest.mark.timeout(120)
 
 
-def write_config(folder: Path, port: str, extra: str = "") -> Path:
-    """A gateway configuration on ``port`` without lines; ``extra`` adds top-level sections."""
+def write_config(folder: Path, port: str, extra: str = "", firmware: str | None = None) -> Path:
+    """A gateway configuration on ``port`` without lines; ``extra`` adds top-level sections;
+    ``firmware`` replaces the shipped app_v2 package."""
     path = folder / "mcu-updater.yaml"
     path.write_text(
         textwrap.dedent(
@@ -31,7 +32,7 @@ def write_config(folder: Path, port: str, extra: str = "") -> Path:
             target:
               hw_version: 52
               public_key: {shared_fixture("key_a_public.pem")}
-            firmware: {shared_fixture("app_v2_signed.zip")}
+            firmware: {firmware or shared_fixture("app_v2_signed.zip")}
             state_dir: {folder / "state"}
             runtime_dir: {folder / "run"}
             """
