@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mcu_updater.sim.faultmatrix import KINDS, build_firmware, run_matrix
+from mcu_updater.sim.faultmatrix import build_firmware
+from mcu_updater.sim.faultmatrix.matrix import KINDS, run_matrix
 from mcu_updater.sim.validation import Profile
 
 pytestmark = pytest.mark.timeout(180)

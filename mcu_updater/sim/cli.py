@@ -48,6 +48,12 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="the host ignores CTS: bytes sent during a flash stall overrun the UART and reset the device",
     )
     parser.add_argument("--link", type=Path, help="stable symlink to the pty, removed at exit")
+    parser.add_argument(
+        "--lines",
+        type=Path,
+        help="serve the reset and DFU pins on this Unix socket (they float, released, until a process "
+        "holds them; the DFU pin is otherwise held asserted)",
+    )
 
 
 def add_simulate_parser(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -52,7 +52,7 @@ CONCURRENT_RUNS: Final = 8
 SETTLE: Final = 0.5
 """Longer than the bootloader's work after its last reply (settings page and backup, 2 x 91 ms)."""
 
-KINDS: Final = (
+IN_MEMORY_KINDS: Final = (
     "reply-drop",
     "reply-delay",
     "reply-corrupt",
@@ -195,7 +195,7 @@ async def classify(
     return Outcome(kind, profile, "clean-failure", fault, error, recovered, max(0, resent))
 
 
-class _Run:
+class InMemoryRun:
     """One seeded run of one fault kind on a fresh device."""
 
     def __init__(
@@ -345,7 +345,7 @@ async def measure_shape(profile: Profile, firmware: Firmware) -> Shape:
         seen.append(frame[1])
         return False
 
-    run = _Run("none", profile, firmware, Shape(0, 0, ()), random.Random(0))  # noqa: S311 - unused
+    run = InMemoryRun("none", profile, firmware, Shape(0, 0, ()), random.Random(0))  # noqa: S311 - unused
     async with run.device:
         await run.update(firmware.previous)
         stats = run.device.stats
@@ -359,31 +359,3 @@ async def measure_shape(profile: Profile, firmware: Firmware) -> Shape:
         if opcode != PING_OPCODE:
             replies.append((opcode, counts[opcode]))
     return Shape(stats.bytes_in - bytes_before, stats.frames_in - frames_before, tuple(replies))
-
-
-async def run_matrix(
-    firmware: dict[Profile, Firmware],
-    *,
-    runs: int,
-    seed: int,
-    kinds: tuple[str, ...] = KINDS,
-    on_cell: Callable[[Cell], None] | None = None,
-) -> list[Cell]:
-    """``runs`` seeded runs per fault kind and profile, a few at a time (they mostly wait on timeouts)."""
-    shapes = {profile: await measure_shape(profile, package) for profile, package in firmware.items()}
-    limit = asyncio.Semaphore(CONCURRENT_RUNS)
-
-    async def one(kind: str, profile: Profile, index: int) -> Outcome:
-        rng = random.Random(f"{seed}/{kind}/{profile.value}/{index}")  # noqa: S311 - reproducible draws
-        async with limit:
-            return await _Run(kind, profile, firmware[profile], shapes[profile], rng).execute()
-
-    cells = []
-    for kind in kinds:
-        for profile in firmware:
-            cell = Cell(kind, profile)
-            cell.outcomes = list(await asyncio.gather(*(one(kind, profile, i) for i in range(runs))))
-            cells.append(cell)
-            if on_cell is not None:
-                on_cell(cell)
-    return cells

@@ -95,8 +95,10 @@ def _occupy(path: str) -> list[int]:
     """Other terminals take the freed pts numbers up to ``path``'s, so the port comes back renamed, as
     a re-enumerated adapter does. Returns their descriptors (none if the host still holds ``path``)."""
     taken: list[int] = []
+    wanted = int(Path(path).name)
     while not Path(path).exists():
         taken += os.openpty()
-        if os.ttyname(taken[-1]) == path:
+        # The kernel may free the number a moment after the path went: then the next ones come out.
+        if int(Path(os.ttyname(taken[-1])).name) >= wanted:
             break
     return taken

@@ -1,0 +1,224 @@
+"""Row ``daemon-killed``: the service SIGKILLed mid-image and restarted as systemd restarts it.
+
+Real processes: a ``mcu-updater simulate`` serving the device on a pty (through a ``--link``) and its
+pins on a line socket, and the service (``daemon_process``) on a gateway configuration. The harness
+kills the service with SIGKILL at a drawn moment of a drawn image's data (after the device accepted that
+image's init packet), waits a drawn RestartSec, and starts it again.
+
+What the device does meanwhile is what a real nRF52 does: the dead process's lines are released (reset
+already released, DFU floats), so the bootloader keeps its RAM progress until the restarted service,
+which holds the target in reset while it starts and then pulses reset to enter the bootloader, resets
+it. The accepted init packet is kept in flash, firmware progress is not (``docs/dfu-protocol.md`` §12),
+so the restarted service must re-send the init packet as SELECT + EXECUTE without a CREATE (the
+simulator counts command CREATEs and init EXECUTEs), skip the images already installed, and send the
+interrupted image's data again from the offset the device reports after that reset, which is 0: the
+bytes re-sent are at most the part of the interrupted image sent before the kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import shutil
+import signal
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+
+from mcu_updater.sim.device import VirtualNrf52
+from mcu_updater.sim.faultmatrix import Firmware, Outcome, memory_connector, settled, update
+from mcu_updater.sim.state import StateFile
+from mcu_updater.sim.validation import Profile, image_kind
+
+BAUD: Final = 115_200
+"""The line rate the simulator models: an image's data takes about a second, a window to kill in."""
+RUN_DEADLINE: Final = 60.0
+IMAGE_LINE: Final = re.compile(r"^image: (\w+) v\d+, (\d+) B, sha256 ([0-9a-f]+)")
+OBJECTS_LINE: Final = re.compile(r"^objects: command (\d+) created, (\d+) executed;.*written: (.*)$")
+
+
+class Child:
+    """A child process whose output lines are collected as they come."""
+
+    def __init__(self, process: asyncio.subprocess.Process, stream: asyncio.StreamReader) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read(stream))
+
+    @classmethod
+    async def start(cls, *args: str, stream: str) -> Child:
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE if stream == "stderr" else asyncio.subprocess.DEVNULL,
+        )
+        reader = process.stderr if stream == "stderr" else process.stdout
+        assert reader is not None
+        return cls(process, reader)
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.lines.append(line.decode(errors="replace").rstrip("\n"))
+            self._changed.set()
+        self._changed.set()
+
+    async def wait_for(self, found: Callable[[list[str]], bool]) -> bool:
+        """Until ``found(lines)``; False if the process ended first."""
+        while not found(self.lines):
+            if self._reader.done():
+                return found(self.lines)
+            self._changed.clear()
+            await self._changed.wait()
+        return True
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(signum)
+        code = await self.process.wait()
+        await self._reader
+        return code
+
+
+def _count(lines: list[str], text: str) -> int:
+    return sum(text in line for line in lines)
+
+
+def _run_ended(lines: list[str]) -> bool:
+    return any("update run finished" in line or "update run failed" in line for line in lines)
+
+
+@dataclass
+class Summary:
+    """The simulator's closing report."""
+
+    images: set[tuple[str, str]] = field(default_factory=set)
+    app_valid: bool = False
+    commands_created: int = 0
+    inits_executed: int = 0
+    firmware_bytes: int = 0
+
+    @classmethod
+    def parse(cls, lines: list[str]) -> Summary:
+        summary = cls()
+        for line in lines:
+            if image := IMAGE_LINE.match(line):
+                summary.images.add((image[1], image[3]))
+            elif objects := OBJECTS_LINE.match(line):
+                summary.commands_created, summary.inits_executed = int(objects[1]), int(objects[2])
+                summary.firmware_bytes = sum(int(n) for n in re.findall(r"\w+ (\d+)", objects[3]))
+            summary.app_valid |= line.startswith("inventory: application")
+        return summary
+
+
+def _config(directory: Path, link: Path, signed: bool) -> str:
+    key = f"  public_key: {directory / 'key.pem'}\n" if signed else ""
+    return (
+        textwrap.dedent(
+            f"""\
+        serial:
+          port: {link}
+          baud: {BAUD}
+        gpio:
+          backend: virtual
+        firmware: {directory / "firmware"}
+        state_dir: {directory / "state"}
+        runtime_dir: {directory / "run"}
+        target:
+          hw_version: 52
+        """
+        )
+        + key
+    )
+
+
+async def _prepare(profile: Profile, firmware: Firmware, directory: Path) -> Path:
+    """The device's flash with application v1 installed by a clean run, and the gateway's files."""
+    state = directory / "nrf52.json"
+    device = VirtualNrf52(store=StateFile(state), public_key=firmware.public_key, profile=profile)
+    async with device:
+        await update(device, firmware.previous, memory_connector(device))
+        await settled(device)
+    (directory / "firmware").mkdir()
+    shutil.copy(firmware.update.path, directory / "firmware" / "update.zip")
+    if firmware.public_key is not None:
+        pem = firmware.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        (directory / "key.pem").write_bytes(pem)
+    config = directory / "mcu-updater.yaml"
+    config.write_text(_config(directory, directory / "ttyNRF52", firmware.public_key is not None))
+    return state
+
+
+async def daemon_killed(profile: Profile, firmware: Firmware, rng: random.Random, directory: Path) -> Outcome:
+    state = await _prepare(profile, firmware, directory)
+    lines_socket = directory / "lines"
+    simulate = [sys.executable, "-m", "mcu_updater", "simulate", "--state", str(state)]
+    simulate += ["--profile", profile.value, "--baud", str(BAUD), "--link", str(directory / "ttyNRF52")]
+    simulate += ["--lines", str(lines_socket)]
+    if firmware.public_key is not None:
+        simulate += ["--public-key", str(directory / "key.pem")]
+    service = [sys.executable, "-m", "mcu_updater.sim.faultmatrix.daemon_process"]
+    service += [str(directory / "mcu-updater.yaml"), str(lines_socket)]
+    order = list(firmware.update.images)
+    image = rng.choice(order)
+    position = order.index(image) + 1
+    delay = rng.uniform(0.0, 0.9 * image.size * 10 / BAUD)
+    restart_sec = rng.uniform(0.1, 1.0)
+    fault = f"SIGKILL {delay:.2f} s into {image_kind(image.kind)} data, restarted after {restart_sec:.2f} s"
+    sim = await Child.start(*simulate, stream="stdout")
+    daemons: list[Child] = []
+    try:
+        await asyncio.wait_for(sim.wait_for(lambda lines: _count(lines, "PTY ") > 0), RUN_DEADLINE)
+        daemons.append(await Child.start(*service, stream="stderr"))
+        async with asyncio.timeout(RUN_DEADLINE):
+            await sim.wait_for(lambda lines: _count(lines, "init packet executed") >= position)
+            await asyncio.sleep(delay)
+            killed = await daemons[-1].stop(signal.SIGKILL) == -signal.SIGKILL
+            if not killed:
+                fault += " (the service had ended first)"
+            await asyncio.sleep(restart_sec)
+            errors = []
+            for _attempt in range(2):  # the restart, and after a clean failure the next one
+                daemons.append(await Child.start(*service, stream="stderr"))
+                await daemons[-1].wait_for(_run_ended)
+                await daemons[-1].stop()
+                if any("update run finished" in line for line in daemons[-1].lines):
+                    break
+                errors.append(next((line for line in daemons[-1].lines if "run failed" in line), "no result"))
+        await sim.stop()
+    finally:
+        for child in (*daemons, sim):
+            with contextlib.suppress(ProcessLookupError):
+                await child.stop(signal.SIGKILL)
+    summary = Summary.parse(sim.lines)
+    return _judge(profile, firmware, fault=fault, errors=errors, summary=summary, interrupted=image.size)
+
+
+def _judge(
+    profile: Profile, firmware: Firmware, *, fault: str, errors: list[str], summary: Summary, interrupted: int
+) -> Outcome:
+    wanted = {(image_kind(i.kind), i.sha256.hex()) for i in firmware.update.images}
+    installed = wanted <= summary.images and summary.app_valid
+    resent = summary.firmware_bytes - sum(i.size for i in firmware.update.images)
+    images = len(firmware.update.images)
+    fault += f"; init packet created {summary.commands_created}x, executed {summary.inits_executed}x"
+    problems = list(errors)
+    if summary.commands_created != images:
+        problems.append(f"the init packet was created {summary.commands_created} times for {images} images")
+    if resent > interrupted:
+        problems.append(f"{resent} B re-sent: more than the interrupted image ({interrupted} B)")
+    if installed and not problems:
+        return Outcome("daemon-killed", profile, "success", fault, bytes_resent=resent)
+    if not installed and not summary.app_valid:
+        return Outcome("daemon-killed", profile, "brick", fault, "; ".join(problems), bytes_resent=resent)
+    recovered = installed and not problems[len(errors) :]
+    return Outcome("daemon-killed", profile, "clean-failure", fault, "; ".join(problems), recovered, resent)
