@@ -21,7 +21,7 @@ import structlog
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mcu_updater.sim.faultmatrix import Cell, build_firmware  # noqa: E402
+from mcu_updater.sim.faultmatrix import Cell, Outcome, build_firmware  # noqa: E402
 from mcu_updater.sim.faultmatrix.matrix import KINDS, run_matrix, within_one_run  # noqa: E402
 from mcu_updater.sim.validation import Profile  # noqa: E402
 
@@ -89,11 +89,16 @@ def main() -> int:
         print(f"  {kind:<16} {survival(kind, cells)}")
     failures = [o for cell in cells for o in cell.outcomes if o.result != "success"]
     if failures:
-        print("\nruns that did not succeed by themselves:")
+        print("\nruns that did not succeed by themselves (count, then the first one's fault and message):")
+    groups: dict[tuple[str, str, str, bool], list[Outcome]] = {}
     for outcome in failures:
-        note = "next run ok" if outcome.recovered else "NEXT RUN FAILED"
-        where = f"{outcome.kind}/{outcome.profile.value}"
-        print(f"  {outcome.result} {where}: {outcome.fault}: {outcome.error} ({note})")
+        groups.setdefault(
+            (outcome.kind, outcome.profile.value, outcome.result, outcome.recovered), []
+        ).append(outcome)
+    for (kind, profile, result, recovered), group in groups.items():
+        note = "next run ok" if recovered else "NEXT RUN FAILED"
+        first = group[0]
+        print(f"  {len(group)} x {result} {kind}/{profile} ({note}), e.g. {first.fault}: {first.error}")
     bad = [o for o in failures if o.result == "brick" or not o.recovered]
     return 1 if bad else 0
 

@@ -214,6 +214,8 @@ def _judge(
     problems = list(errors)
     if summary.commands_created != images:
         problems.append(f"the init packet was created {summary.commands_created} times for {images} images")
+    if summary.inits_executed != images + 1:
+        problems.append("the restarted service did not resume the accepted init packet with SELECT + EXECUTE")
     if resent > interrupted:
         problems.append(f"{resent} B re-sent: more than the interrupted image ({interrupted} B)")
     if installed and not problems:
