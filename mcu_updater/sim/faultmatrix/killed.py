@@ -1,18 +1,24 @@
-"""Row ``daemon-killed``: the service SIGKILLed mid-image and restarted as systemd restarts it.
+"""Rows ``daemon-killed`` and ``daemon-killed-no-lines``: the service SIGKILLed mid-image and restarted
+as systemd restarts it (Restart=on-failure after RestartSec).
 
-Real processes: a ``mcu-updater simulate`` serving the device on a pty (through a ``--link``) and its
-pins on a line socket, and the service (``daemon_process``) on a gateway configuration. The harness
-kills the service with SIGKILL at a drawn moment of a drawn image's data (after the device accepted that
-image's init packet), waits a drawn RestartSec, and starts it again.
+Real processes: a ``mcu-updater simulate`` serving the device on a pty (through a ``--link``), and the
+service on a gateway configuration. The harness kills the service with SIGKILL at a drawn moment of a
+drawn image's data (after the device accepted that image's init packet), waits a drawn RestartSec, and
+starts it again. The simulator's summary is the record: images validated with their SHA-256, command
+CREATEs and init EXECUTEs, firmware bytes written.
 
-What the device does meanwhile is what a real nRF52 does: the dead process's lines are released (reset
-already released, DFU floats), so the bootloader keeps its RAM progress until the restarted service,
-which holds the target in reset while it starts and then pulses reset to enter the bootloader, resets
-it. The accepted init packet is kept in flash, firmware progress is not (``docs/dfu-protocol.md`` §12),
-so the restarted service must re-send the init packet as SELECT + EXECUTE without a CREATE (the
-simulator counts command CREATEs and init EXECUTEs), skip the images already installed, and send the
-interrupted image's data again from the offset the device reports after that reset, which is 0: the
-bytes re-sent are at most the part of the interrupted image sent before the kill.
+``daemon-killed``: reset and DFU wired. The service runs as ``daemon_process`` (the code of ``mcu-updater
+run`` with the pins requested from the simulator's ``--lines`` socket). When it dies its lines are released
+(reset already released, DFU floats), so the bootloader keeps its RAM progress until the restarted
+service, which holds the target in reset while it starts and then pulses reset to enter the bootloader,
+resets it. The accepted init packet is kept in flash, firmware progress is not (``docs/dfu-protocol.md``
+§12): the restarted service must re-send the init packet as SELECT + EXECUTE without a CREATE, skip the
+images already installed, and send the interrupted image's data again from the offset the device
+reports after that reset, which is 0: the bytes re-sent are at most that image's size.
+
+``daemon-killed-no-lines``: ``gpio.backend: none`` (the DFU pin strapped), the real ``mcu-updater run``.
+Nothing resets the device, so the restarted service finds the RAM progress: SELECT + EXECUTE for the init
+packet, and data from the exact offset the device reports: less than one object is sent again.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import re
 import shutil
 import signal
 import sys
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +45,7 @@ from mcu_updater.sim.validation import Profile, image_kind
 BAUD: Final = 115_200
 """The line rate the simulator models: an image's data takes about a second, a window to kill in."""
 RUN_DEADLINE: Final = 60.0
+OBJECT_SIZE: Final = 4096
 IMAGE_LINE: Final = re.compile(r"^image: (\w+) v\d+, (\d+) B, sha256 ([0-9a-f]+)")
 OBJECTS_LINE: Final = re.compile(r"^objects: command (\d+) created, (\d+) executed;.*written: (.*)$")
 
@@ -118,28 +124,20 @@ class Summary:
         return summary
 
 
-def _config(directory: Path, link: Path, signed: bool) -> str:
-    key = f"  public_key: {directory / 'key.pem'}\n" if signed else ""
+def _config(directory: Path, link: Path, *, signed: bool, lines: bool) -> str:
+    key = f"\n  public_key: {directory / 'key.pem'}" if signed else ""
+    backend = "virtual" if lines else "none"
     return (
-        textwrap.dedent(
-            f"""\
-        serial:
-          port: {link}
-          baud: {BAUD}
-        gpio:
-          backend: virtual
-        firmware: {directory / "firmware"}
-        state_dir: {directory / "state"}
-        runtime_dir: {directory / "run"}
-        target:
-          hw_version: 52
-        """
-        )
-        + key
+        f"serial:\n  port: {link}\n  baud: {BAUD}\n"
+        f"gpio:\n  backend: {backend}\n"
+        f"firmware: {directory / 'firmware'}\n"
+        f"state_dir: {directory / 'state'}\n"
+        f"runtime_dir: {directory / 'run'}\n"
+        f"target:\n  hw_version: 52{key}\n"
     )
 
 
-async def _prepare(profile: Profile, firmware: Firmware, directory: Path) -> Path:
+async def _prepare(profile: Profile, firmware: Firmware, directory: Path, *, lines: bool) -> Path:
     """The device's flash with application v1 installed by a clean run, and the gateway's files."""
     state = directory / "nrf52.json"
     device = VirtualNrf52(store=StateFile(state), public_key=firmware.public_key, profile=profile)
@@ -154,20 +152,36 @@ async def _prepare(profile: Profile, firmware: Firmware, directory: Path) -> Pat
         )
         (directory / "key.pem").write_bytes(pem)
     config = directory / "mcu-updater.yaml"
-    config.write_text(_config(directory, directory / "ttyNRF52", firmware.public_key is not None))
+    signed = firmware.public_key is not None
+    config.write_text(_config(directory, directory / "ttyNRF52", signed=signed, lines=lines))
     return state
 
 
 async def daemon_killed(profile: Profile, firmware: Firmware, rng: random.Random, directory: Path) -> Outcome:
-    state = await _prepare(profile, firmware, directory)
-    lines_socket = directory / "lines"
+    return await _killed(profile, firmware, rng, directory, lines=True)
+
+
+async def daemon_killed_no_lines(
+    profile: Profile, firmware: Firmware, rng: random.Random, directory: Path
+) -> Outcome:
+    return await _killed(profile, firmware, rng, directory, lines=False)
+
+
+async def _killed(
+    profile: Profile, firmware: Firmware, rng: random.Random, directory: Path, *, lines: bool
+) -> Outcome:
+    state = await _prepare(profile, firmware, directory, lines=lines)
+    config = str(directory / "mcu-updater.yaml")
     simulate = [sys.executable, "-m", "mcu_updater", "simulate", "--state", str(state)]
     simulate += ["--profile", profile.value, "--baud", str(BAUD), "--link", str(directory / "ttyNRF52")]
-    simulate += ["--lines", str(lines_socket)]
     if firmware.public_key is not None:
         simulate += ["--public-key", str(directory / "key.pem")]
-    service = [sys.executable, "-m", "mcu_updater.sim.faultmatrix.daemon_process"]
-    service += [str(directory / "mcu-updater.yaml"), str(lines_socket)]
+    if lines:
+        simulate += ["--lines", str(directory / "lines")]
+        service = [sys.executable, "-m", "mcu_updater.sim.faultmatrix.daemon_process", config]
+        service += [str(directory / "lines")]
+    else:
+        service = [sys.executable, "-m", "mcu_updater", "run", "--config", config]
     order = list(firmware.update.images)
     image = rng.choice(order)
     position = order.index(image) + 1
@@ -199,12 +213,23 @@ async def daemon_killed(profile: Profile, firmware: Firmware, rng: random.Random
         for child in (*daemons, sim):
             with contextlib.suppress(ProcessLookupError):
                 await child.stop(signal.SIGKILL)
+    # After the reset of the restarted service's start-up the interrupted image starts again from 0;
+    # without one, the device's RAM progress leaves at most the object in flight to send again.
+    allowed = image.size if lines else OBJECT_SIZE - 1
+    kind = "daemon-killed" if lines else "daemon-killed-no-lines"
     summary = Summary.parse(sim.lines)
-    return _judge(profile, firmware, fault=fault, errors=errors, summary=summary, interrupted=image.size)
+    return _judge(kind, profile, firmware, fault=fault, errors=errors, summary=summary, allowed=allowed)
 
 
 def _judge(
-    profile: Profile, firmware: Firmware, *, fault: str, errors: list[str], summary: Summary, interrupted: int
+    kind: str,
+    profile: Profile,
+    firmware: Firmware,
+    *,
+    fault: str,
+    errors: list[str],
+    summary: Summary,
+    allowed: int,
 ) -> Outcome:
     wanted = {(image_kind(i.kind), i.sha256.hex()) for i in firmware.update.images}
     installed = wanted <= summary.images and summary.app_valid
@@ -216,11 +241,11 @@ def _judge(
         problems.append(f"the init packet was created {summary.commands_created} times for {images} images")
     if summary.inits_executed != images + 1:
         problems.append("the restarted service did not resume the accepted init packet with SELECT + EXECUTE")
-    if resent > interrupted:
-        problems.append(f"{resent} B re-sent: more than the interrupted image ({interrupted} B)")
+    if resent > allowed:
+        problems.append(f"{resent} B re-sent: more than the {allowed} B a resumption may send again")
     if installed and not problems:
-        return Outcome("daemon-killed", profile, "success", fault, bytes_resent=resent)
+        return Outcome(kind, profile, "success", fault, bytes_resent=resent)
     if not installed and not summary.app_valid:
-        return Outcome("daemon-killed", profile, "brick", fault, "; ".join(problems), bytes_resent=resent)
+        return Outcome(kind, profile, "brick", fault, "; ".join(problems), bytes_resent=resent)
     recovered = installed and not problems[len(errors) :]
-    return Outcome("daemon-killed", profile, "clean-failure", fault, "; ".join(problems), recovered, resent)
+    return Outcome(kind, profile, "clean-failure", fault, "; ".join(problems), recovered, resent)

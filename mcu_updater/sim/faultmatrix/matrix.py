@@ -27,7 +27,7 @@ from mcu_updater.sim.faultmatrix import (
     state_rows,
 )
 from mcu_updater.sim.faultmatrix.daemon_rows import button_presses, gpio_busy
-from mcu_updater.sim.faultmatrix.killed import daemon_killed
+from mcu_updater.sim.faultmatrix.killed import daemon_killed, daemon_killed_no_lines
 from mcu_updater.sim.faultmatrix.pty_vanish import pty_vanish
 from mcu_updater.sim.validation import Profile
 
@@ -57,6 +57,7 @@ ROWS: Final = (
     *(Row(kind, None, CONCURRENT_RUNS, kind != "host-killed") for kind in IN_MEMORY_KINDS),
     Row("pty-vanish", pty_vanish, 4, within_one_run=True),
     Row("daemon-killed", daemon_killed, 3, within_one_run=False),
+    Row("daemon-killed-no-lines", daemon_killed_no_lines, 3, within_one_run=False),
     Row("button-presses", button_presses, CONCURRENT_RUNS, within_one_run=True),
     *(Row(kind, None, 1, within_one_run=True) for kind in state_rows.KINDS),
     Row("gpio-busy", gpio_busy, CONCURRENT_RUNS, within_one_run=False),
