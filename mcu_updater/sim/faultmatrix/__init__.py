@@ -12,6 +12,12 @@ The outcome is classified from the simulator's own records, never from what the 
 * brick: after the run, the previously valid application is invalid and the new one is not installed.
 
 ``bytes re-sent`` is every firmware byte the device received beyond the images' sizes.
+
+This module holds the in-memory rows (``IN_MEMORY_KINDS``: replies dropped, delayed or corrupted, a
+host byte corrupted, stalls, no flow control, power cycles, the port unplugged, the host killed without
+a reset) and what every row shares. The other rows: ``pty_vanish`` (a real pty closed and re-created),
+``killed`` (the service SIGKILLed and restarted, as processes), ``daemon_rows`` (button presses, GPIO
+lines held by another program), ``state_rows`` (state directory full or read-only); ``matrix`` runs them.
 """
 
 from __future__ import annotations
