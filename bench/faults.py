@@ -25,7 +25,7 @@ from mcu_updater.sim.faultmatrix import Cell, Outcome, build_firmware  # noqa: E
 from mcu_updater.sim.faultmatrix.matrix import KINDS, run_matrix, within_one_run  # noqa: E402
 from mcu_updater.sim.validation import Profile  # noqa: E402
 
-COLUMNS = "| {:<16} | {:<12} | {:>4} | {:>9} | {:>14} | {:>9} | {:>11} | {:>6} |"
+COLUMNS = "| {:<22} | {:<12} | {:>4} | {:>9} | {:>14} | {:>9} | {:>11} | {:>6} |"
 HEADER = COLUMNS.format(
     "fault", "profile", "runs", "successes", "clean failures", "recovered", "re-sent B", "bricks"
 )
@@ -86,7 +86,7 @@ def main() -> int:
         print(row(cell))
     print("\nsingle run survives the fault by itself:")
     for kind in kinds:
-        print(f"  {kind:<16} {survival(kind, cells)}")
+        print(f"  {kind:<22} {survival(kind, cells)}")
     failures = [o for cell in cells for o in cell.outcomes if o.result != "success"]
     if failures:
         print("\nruns that did not succeed by themselves (count, then the first one's fault and message):")
