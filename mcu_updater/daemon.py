@@ -285,9 +285,12 @@ class Daemon:
     async def _attempts(self, started: str) -> RunRecord:
         settings = self.settings
         package = await asyncio.to_thread(settings.load_firmware)
+        # Images sent by every attempt: one that installed an image and then failed (say, while
+        # confirming it) leaves the next attempt nothing to send, and the run still updated it.
+        sent: list[str] = []
         for attempt in range(settings.retries + 1):
             try:
-                sent = await self._session(package, settings)
+                await self._session(package, settings, sent)
             except RETRYABLE as error:
                 if attempt >= settings.retries or isinstance(error, DeviceRejectedError | PackageError):
                     raise
@@ -299,10 +302,11 @@ class Daemon:
                 await asyncio.sleep(delay)
                 continue
             result = "updated" if sent else "up-to-date"
-            return RunRecord(result, started, _now(), sent=tuple(sent))
+            return RunRecord(result, started, _now(), sent=tuple(dict.fromkeys(sent)))
         raise AssertionError("unreachable: the last attempt either returns or raises")
 
-    async def _session(self, package: DfuPackage, settings: DaemonSettings) -> list[str]:
+    async def _session(self, package: DfuPackage, settings: DaemonSettings, sent_names: list[str]) -> None:
+        """One attempt; appends the name of every image it sends to ``sent_names`` as it goes."""
         self._set_phase("entering the bootloader")
         await self.target.enter_bootloader()
         sent: list[Image] = []
@@ -310,9 +314,9 @@ class Daemon:
             self._on_event(event)
             if isinstance(event, ImageSent):
                 sent.append(event.image)
+                sent_names.append(event.image.name)
         if sent and self.target.holds_dfu:
             await self._confirm_activation(settings, package, sent)
-        return [image.name for image in sent]
 
     async def _confirm_activation(
         self, settings: DaemonSettings, package: DfuPackage, sent: list[Image]

@@ -115,8 +115,12 @@ async def prepared_device(profile: Profile, firmware: Firmware, timing: Timing) 
     """A started device that runs application v1, installed by a clean run."""
     device = VirtualNrf52(public_key=firmware.public_key, profile=profile, timing=timing)
     device.start()
-    await update(device, firmware.previous, memory_connector(device))
-    await settled(device)
+    try:
+        await update(device, firmware.previous, memory_connector(device))
+        await settled(device)
+    except BaseException:
+        await device.close()
+        raise
     assert device.bootloader.app_valid, "the clean install of application v1 failed"
     return device
 
