@@ -43,8 +43,11 @@ async def test_no_fault_bricks_and_every_failure_recovers(tmp_path: Path) -> Non
     for kind, allowed in (("daemon-killed", interrupted), ("daemon-killed-no-lines", 4095)):
         for outcome in by_kind[kind]:
             assert (outcome.result, outcome.error) == ("success", ""), outcome.fault
-            assert "init packet created 2x, executed 3x" in outcome.fault
             assert outcome.bytes_resent <= allowed
+        # A kill that lands after the image was complete (a loaded machine) leaves nothing to resume.
+        resumed = [o for o in by_kind[kind] if "complete when the service died" not in o.fault]
+        assert resumed, "no kill interrupted an image"
+        assert all("init packet created 2x, executed 3x" in o.fault for o in resumed)
     # A held line: the service cannot start, says who holds it and exits 74; the next start succeeds.
     for outcome in by_kind["gpio-busy"]:
         assert (outcome.result, outcome.recovered) == ("clean-failure", True), outcome

@@ -104,17 +104,23 @@ def _run_ended(lines: list[str]) -> bool:
 
 @dataclass
 class Summary:
-    """The simulator's closing report."""
+    """The simulator's closing report, and from its event lines whether the kill interrupted an image."""
 
     images: set[tuple[str, str]] = field(default_factory=set)
     app_valid: bool = False
     commands_created: int = 0
     inits_executed: int = 0
     firmware_bytes: int = 0
+    interrupted: bool = False
+    """The image the kill aimed at was validated only after its init packet was executed once more (by
+    the restarted service); False when it was complete before the service died (a late kill)."""
 
     @classmethod
-    def parse(cls, lines: list[str]) -> Summary:
-        summary = cls()
+    def parse(cls, lines: list[str], kind: str, position: int) -> Summary:
+        """``position``: the aimed image's place in the send order (1 = first)."""
+        inits = [i for i, line in enumerate(lines) if line == "init packet executed"]
+        received = [i for i, line in enumerate(lines) if line.startswith(f"received {kind} ")]
+        summary = cls(interrupted=len(inits) > position and bool(received) and received[0] > inits[position])
         for line in lines:
             if image := IMAGE_LINE.match(line):
                 summary.images.add((image[1], image[3]))
@@ -186,7 +192,7 @@ async def _killed(
     order = list(firmware.update.images)
     image = rng.choice(order)
     position = order.index(image) + 1
-    delay = rng.uniform(0.0, 0.9 * image.size * 10 / BAUD)
+    delay = rng.uniform(0.0, 0.8 * image.size * 10 / BAUD)
     restart_sec = rng.uniform(0.1, 1.0)
     fault = f"SIGKILL {delay:.2f} s into {image_kind(image.kind)} data, restarted after {restart_sec:.2f} s"
     sim = await Child.start(*simulate, stream="stdout")
@@ -218,7 +224,7 @@ async def _killed(
     # without one, the device's RAM progress leaves at most the object in flight to send again.
     allowed = image.size if lines else OBJECT_SIZE - 1
     kind = "daemon-killed" if lines else "daemon-killed-no-lines"
-    summary = Summary.parse(sim.lines)
+    summary = Summary.parse(sim.lines, image_kind(image.kind), position)
     return _judge(kind, profile, firmware, fault=fault, errors=errors, summary=summary, allowed=allowed)
 
 
@@ -237,10 +243,12 @@ def _judge(
     resent = summary.firmware_bytes - sum(i.size for i in firmware.update.images)
     images = len(firmware.update.images)
     fault += f"; init packet created {summary.commands_created}x, executed {summary.inits_executed}x"
+    if not summary.interrupted:
+        fault += "; the image was complete when the service died"
     problems = list(errors)
     if summary.commands_created != images:
         problems.append(f"the init packet was created {summary.commands_created} times for {images} images")
-    if summary.inits_executed != images + 1:
+    if summary.inits_executed != images + summary.interrupted:
         problems.append("the restarted service did not resume the accepted init packet with SELECT + EXECUTE")
     if resent > allowed:
         problems.append(f"{resent} B re-sent: more than the {allowed} B a resumption may send again")
