@@ -87,6 +87,11 @@ def main() -> int:
     print("\nsingle run survives the fault by itself:")
     for kind in kinds:
         print(f"  {kind:<22} {survival(kind, cells)}")
+    for kind in ("daemon-killed", "daemon-killed-no-lines"):
+        killed = [o for cell in cells if cell.kind == kind for o in cell.outcomes]
+        if killed:
+            late = sum("complete when the service died" in o.fault for o in killed)
+            print(f"  {kind}: {len(killed) - late} of {len(killed)} kills interrupted an image (resumed)")
     failures = [o for cell in cells for o in cell.outcomes if o.result != "success"]
     if failures:
         print("\nruns that did not succeed by themselves (count, then the first one's fault and message):")
