@@ -86,6 +86,11 @@ class Child:
             await self._changed.wait()
         return True
 
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
     async def stop(self, signum: int = signal.SIGTERM) -> int:
         if self.process.returncode is None:
             self.process.send_signal(signum)
@@ -217,9 +222,11 @@ async def _killed(
                 errors.append(next((line for line in daemons[-1].lines if "run failed" in line), "no result"))
         await sim.stop()
     finally:
-        for child in (*daemons, sim):
-            with contextlib.suppress(ProcessLookupError):
-                await child.stop(signal.SIGKILL)
+        # Every child gets its signal before the first await, so a cancelled run leaves none behind.
+        children = (*daemons, sim)
+        for child in children:
+            child.kill()
+        await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
     # After the reset of the restarted service's start-up the interrupted image starts again from 0;
     # without one, the device's RAM progress leaves at most the object in flight to send again.
     allowed = image.size if lines else OBJECT_SIZE - 1

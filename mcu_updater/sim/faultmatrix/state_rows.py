@@ -136,7 +136,11 @@ async def run_cell(kind: str, profile: Profile, *, runs: int, seed: int, directo
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
+    try:
+        out, err = await process.communicate()
+    finally:
+        if process.returncode is None:  # cancelled: its mounts go with it
+            process.kill()
     if process.returncode != 0:
         raise RuntimeError(
             f"the {kind} runs failed (exit {process.returncode}; they need root for unshare and mount): "
