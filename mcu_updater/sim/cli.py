@@ -1,7 +1,8 @@
 """``mcu-updater simulate``: a virtual nRF52 on a pty until SIGINT or SIGTERM, then a summary.
 
-stdout: the first line is ``PTY /dev/pts/N``; then one line per reset and per image received; at exit a
-summary (traffic, resets, images with versions and SHA-256, final inventory). A bad option is one line
+stdout: the first line is ``PTY /dev/pts/N``; then one line per reset, per init packet executed and per
+image received; at exit a summary (traffic, resets, objects created and firmware bytes written, images
+with versions and SHA-256, final inventory). A bad option is one line
 on stderr and a sysexits code: 64 usage (bad key or state content), 66 missing key, 74 I/O.
 """
 
