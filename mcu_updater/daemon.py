@@ -518,9 +518,12 @@ class Daemon:
             log.info("no package has been applied yet; the nRF52 is left as it is")
             return RunRecord(NOTHING_APPLIED, started, _now())
         chosen = package
-        sent = await self._retrying(settings, lambda: self._session(chosen, settings, emit), emit)
+        # Images sent by every attempt: one that installed an image and then failed (say, while
+        # confirming it) leaves the next attempt nothing to send, and the run still updated it.
+        sent: list[str] = []
+        await self._retrying(settings, lambda: self._session(chosen, settings, emit, sent), emit)
         result = "updated" if sent else "up-to-date"
-        return RunRecord(result, started, _now(), sent=tuple(sent))
+        return RunRecord(result, started, _now(), sent=tuple(dict.fromkeys(sent)))
 
     async def _retrying(
         self, settings: DaemonSettings, operation: Callable[[], Awaitable[T]], emit: Emit
@@ -548,7 +551,10 @@ class Daemon:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt either returns or raises")
 
-    async def _session(self, package: DfuPackage, settings: DaemonSettings, emit: Emit) -> list[str]:
+    async def _session(
+        self, package: DfuPackage, settings: DaemonSettings, emit: Emit, sent_names: list[str]
+    ) -> None:
+        """One attempt; appends the name of every image it sends to ``sent_names`` as it goes."""
         self._set_phase("entering the bootloader")
         await self.target.enter_bootloader()
         sent: list[Image] = []
@@ -556,9 +562,9 @@ class Daemon:
             self._relay(event, emit)
             if isinstance(event, ImageSent):
                 sent.append(event.image)
+                sent_names.append(event.image.name)
         if sent and self.target.holds_dfu:
             await self._confirm_activation(settings, package, sent, emit)
-        return [image.name for image in sent]
 
     async def _confirm_activation(
         self, settings: DaemonSettings, package: DfuPackage, sent: list[Image], emit: Emit

@@ -26,6 +26,7 @@ from mcu_updater.dfu.wire import ImageType, ResultCode
 from mcu_updater.errors import (
     DeviceRejectedError,
     LinkError,
+    McuUpdaterError,
     PolicyRefusedError,
     ProtocolError,
     TransientError,
@@ -278,6 +279,8 @@ class UpdateRun:
                         async for progress in transfer.run():
                             yield ImageProgress(progress)
                     except DeviceRejectedError as error:
+                        if await self._installed_meanwhile(client, item.image, inventory):
+                            break
                         raise explain_rejection(
                             error, item.image, inventory, self.options.hw_version
                         ) from None
@@ -311,6 +314,19 @@ class UpdateRun:
                 if attempt >= self.options.retries:
                     raise
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _installed_meanwhile(self, client: DfuClient, image: Image, before: Inventory) -> bool:
+        """Whether the device now runs exactly ``image``, which it did not run ``before`` this session: a
+        refusal can answer the retry of an image whose final EXECUTE succeeded but whose reply was lost
+        (the device activated it; the reference solution's bootloader then refuses the same version)."""
+        single = DfuPackage(self.package.path, (image,))
+        if plan(single, before)[0].action is Action.SKIP:
+            return False  # it was there already, sent with --force: the refusal is the answer
+        try:
+            after = await self._ask(read_inventory, client)
+        except McuUpdaterError:
+            return False
+        return plan(single, after)[0].action is Action.SKIP
 
     async def _open(self) -> DfuClient:
         return await self.connect()

@@ -404,6 +404,7 @@ class Bootloader:
         elif op == OpCode.EXECUTE:
             result = self._command_execute()
             if result == SUCCESS:
+                self.stats.init_executes += 1
                 self._write_settings()
                 out.append(SettingsWrite())
             return result, b""

@@ -1,7 +1,8 @@
 """``mcu-updater simulate``: a virtual nRF52 on a pty until SIGINT or SIGTERM, then a summary.
 
-stdout: the first line is ``PTY /dev/pts/N``; then one line per reset and per image received; at exit a
-summary (traffic, resets, images with versions and SHA-256, final inventory). A bad option is one line
+stdout: the first line is ``PTY /dev/pts/N``; then one line per reset, per init packet executed and per
+image received; at exit a summary (traffic, resets, objects created and firmware bytes written, images
+with versions and SHA-256, final inventory). A bad option is one line
 on stderr and a sysexits code: 64 usage (bad key or state content), 66 missing key, 74 I/O.
 """
 
@@ -48,6 +49,12 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="the host ignores CTS: bytes sent during a flash stall overrun the UART and reset the device",
     )
     parser.add_argument("--link", type=Path, help="stable symlink to the pty, removed at exit")
+    parser.add_argument(
+        "--lines",
+        type=Path,
+        help="serve the reset and DFU pins on this Unix socket (they float, released, until a process "
+        "holds them; the DFU pin is otherwise held asserted)",
+    )
 
 
 def add_simulate_parser(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -449,9 +449,15 @@ class VirtualNrf52:
         if self.bootloader.mode is Mode.APP:
             self.stats.bytes_ignored += 1
             return
-        frames, images = self.stats.frames_in, len(self.bootloader.flash.images)
+        frames, images, inits = (
+            self.stats.frames_in,
+            len(self.bootloader.flash.images),
+            self.stats.init_executes,
+        )
         effects = self.bootloader.feed(bytes((byte,)))
         cursor, reset = self._apply(effects, when)
+        if self.stats.init_executes != inits:
+            self._event("init packet executed")
         for record in self.bootloader.flash.images[images:]:
             self._event(f"received {record.kind} v{record.version}, {record.size} B, sha256 {record.sha256}")
         if self.stats.frames_in != frames:

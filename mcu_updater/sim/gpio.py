@@ -17,7 +17,7 @@ import dataclasses
 import errno
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -148,6 +148,9 @@ class FakeGpio:
         """Every output change, in order, from the initial values in the request on."""
         self.open_chips = 0
         """Chip handles not closed yet (requests do not need them open)."""
+        self.wires: dict[str, Callable[[int], None]] = {}
+        """What a pin is wired to (by history key): called with its physical level whenever a request
+        drives it or lets it go."""
 
     # --- hw.gpio.GpioBackend ----------------------------------------------------------------------
 
@@ -160,6 +163,12 @@ class FakeGpio:
             code = errno.ENOENT if chip is None else errno.EACCES
             raise OSError(code, os.strerror(code), path)
         return _ChipHandle(self, chip)
+
+    def wired(self, line: FakeLine) -> None:
+        """Tell what ``line`` is wired to about its level."""
+        wire = self.wires.get(line.key)
+        if wire is not None:
+            wire(line.level)
 
     # --- the test's side ----------------------------------------------------------------------------
 
@@ -323,6 +332,7 @@ class FakeRequest:
     def _record(self, line: FakeLine) -> None:
         assert line.settings is not None
         self._gpio.history.append(Level(time.monotonic(), line.key, line.level, line.settings.drive))
+        self._gpio.wired(line)
 
     @property
     def fd(self) -> int:
@@ -369,5 +379,6 @@ class FakeRequest:
             if line.debounce_timer is not None:
                 line.debounce_timer.cancel()
             line.consumer, line.request, line.settings, line.debounce_timer = "", None, None, None
+            self._gpio.wired(line)  # a released pin floats to what the outside world gives it
         os.close(self._read_fd)
         os.close(self._write_fd)

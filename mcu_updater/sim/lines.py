@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from mcu_updater.hw.specs import TargetLine
 from mcu_updater.sim.device import VirtualNrf52
+from mcu_updater.sim.gpio import FakeGpio
 
 
 class VirtualTargetLines:
@@ -33,3 +34,17 @@ class VirtualTargetLines:
         """Let go of both pins: like released open-drain lines, they float to inactive."""
         for line in (TargetLine.DFU, TargetLine.RESET):
             self.set(line, False)
+
+
+def wire_to_gpio(device: VirtualNrf52, gpio: FakeGpio, *, reset: str, dfu: str) -> None:
+    """Backend ``gpiod`` on a fake chip: its pins ``reset`` and ``dfu`` wired to the device's nRESET and
+    P0.16, both active low with the target's pull-ups, so a released or undriven pin is inactive."""
+
+    def drive_reset(level: int) -> None:
+        device.hold_reset(level == 0)
+
+    def drive_dfu(level: int) -> None:
+        device.dfu_pin = level == 0
+
+    gpio.wires[reset] = drive_reset
+    gpio.wires[dfu] = drive_dfu

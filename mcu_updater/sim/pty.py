@@ -108,6 +108,13 @@ class PtyServer:
         except OSError as exc:
             self.close()
             raise LinkError(f"cannot create a pty: {exc}", "check that /dev/pts is mounted") from exc
+        # Watch for opens before the link exists: a host polling the link could otherwise open the pty
+        # unseen, and its replies would be discarded as if nobody listened.
+        try:
+            self._watch = _OpenWatch(self.path)
+            self._loop.add_reader(self._watch.fd, self._on_watch)
+        except (OSError, AttributeError):
+            self._watch = None
         if self.link is not None:
             try:
                 if self.link.is_symlink():
@@ -119,11 +126,6 @@ class PtyServer:
                     f"cannot create the link {self.link}: {exc.strerror}",
                     "choose a --link path in a writable directory that is not a regular file",
                 ) from exc
-        try:
-            self._watch = _OpenWatch(self.path)
-            self._loop.add_reader(self._watch.fd, self._on_watch)
-        except (OSError, AttributeError):
-            self._watch = None
         self.device.attach(self)
         self._resume()
 

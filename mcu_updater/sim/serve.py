@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mcu_updater.dfu.keys import load_public_key
 from mcu_updater.dfu.wire import ImageType
 from mcu_updater.sim.device import Timing, VirtualNrf52
+from mcu_updater.sim.linesock import LineServer
 from mcu_updater.sim.pty import PtyServer
 from mcu_updater.sim.state import FlashState, StateFile
 from mcu_updater.sim.validation import Profile
@@ -30,6 +32,7 @@ class _Setup:
     timing: Timing
     flow_control: bool
     link: Path | None
+    lines: Path | None
 
 
 def setup(args: argparse.Namespace) -> _Setup:
@@ -45,6 +48,7 @@ def setup(args: argparse.Namespace) -> _Setup:
         timing=Timing(baud=args.baud or None, flash=args.flash_timing),
         flow_control=not args.no_flow_control,
         link=args.link,
+        lines=args.lines,
     )
 
 
@@ -61,11 +65,16 @@ async def serve(setup: _Setup) -> int:
         public_key=setup.public_key,
         timing=setup.timing,
         flow_control=setup.flow_control,
+        dfu_pin=setup.lines is None,  # served lines float until a process requests them
         on_event=_say,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    async with device, PtyServer(device, link=setup.link) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(device)
+        server = await stack.enter_async_context(PtyServer(device, link=setup.link))
+        if setup.lines is not None:
+            await stack.enter_async_context(LineServer(device, setup.lines))
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
@@ -97,6 +106,12 @@ def summary(device: VirtualNrf52, skip_images: int = 0) -> list[str]:
         f"unread); {stats.frames_in} frames in, {stats.frames_out} out; "
         f"{stats.reset_count} resets{f' ({resets})' if resets else ''}"
     ]
+    created = stats.objects_created
+    written = ", ".join(f"{kind} {count}" for kind, count in sorted(stats.image_bytes.items()))
+    lines.append(
+        f"objects: command {created['command']} created, {stats.init_executes} executed; "
+        f"data {created['data']} created; firmware bytes written: {written or 'none'}"
+    )
     images = device.bootloader.flash.images[skip_images:]
     lines += [
         f"image: {image.kind} v{image.version}, {image.size} B, sha256 {image.sha256}, "

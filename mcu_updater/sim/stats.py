@@ -27,6 +27,8 @@ class Stats:
     """Resets by reason (``abort``, ``dfu-complete``, ``inactivity``, ``uart-error``, ...)."""
     objects_created: Counter[str] = field(default_factory=Counter)
     """Successful CREATEs by object type (``command``, ``data``)."""
+    init_executes: int = 0
+    """Init packets accepted at EXECUTE, a resumed one (SELECT + EXECUTE, no CREATE) included."""
     image_bytes: Counter[str] = field(default_factory=Counter)
     """Firmware bytes written to flash, by image kind; minus the image size = bytes re-sent."""
 

@@ -12,6 +12,12 @@ The outcome is classified from the simulator's own records, never from what the 
 * brick: after the run, the previously valid application is invalid and the new one is not installed.
 
 ``bytes re-sent`` is every firmware byte the device received beyond the images' sizes.
+
+This module holds the in-memory rows (``IN_MEMORY_KINDS``: replies dropped, delayed or corrupted, a
+host byte corrupted, stalls, no flow control, power cycles, the port unplugged, the host killed without
+a reset) and what every row shares. The other rows: ``pty_vanish`` (a real pty closed and re-created),
+``killed`` (the service SIGKILLed and restarted, as processes), ``daemon_rows`` (button presses, GPIO
+lines held by another program), ``state_rows`` (state directory full or read-only); ``matrix`` runs them.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ CONCURRENT_RUNS: Final = 8
 SETTLE: Final = 0.5
 """Longer than the bootloader's work after its last reply (settings page and backup, 2 x 91 ms)."""
 
-KINDS: Final = (
+IN_MEMORY_KINDS: Final = (
     "reply-drop",
     "reply-delay",
     "reply-corrupt",
@@ -129,7 +135,73 @@ class Cell:
         return Counter(o.error for o in self.outcomes if o.error)
 
 
-class _Run:
+def memory_connector(device: VirtualNrf52) -> Connector:
+    """The device's in-memory UART, opened afresh on every call as a serial port is."""
+
+    async def connect() -> DfuClient:
+        _, protocol = await memory.connect(device, DfuLink)
+        return DfuClient(protocol, timeouts=TIMEOUTS)
+
+    return connect
+
+
+async def update(device: VirtualNrf52, package: DfuPackage, connect: Connector) -> list[ImageSent]:
+    """One `flash`-like run (PRN 1 pacing when the host ignores CTS); returns the images sent."""
+    paced = not device.flow_control
+    options = Options(prn=1 if paced else 0, flow_control=not paced)
+    run = UpdateRun(package, connect, options)
+    return [event async for event in run.events() if isinstance(event, ImageSent)]
+
+
+def installed(device: VirtualNrf52, firmware: Firmware) -> bool:
+    """The device validated the exact SHA-256 of every image of the update and runs a valid application."""
+    validated = {(r.kind, r.sha256) for r in device.bootloader.flash.images}
+    wanted = {(image_kind(i.kind), i.sha256.hex()) for i in firmware.update.images}
+    return wanted <= validated and device.bootloader.app_valid
+
+
+def firmware_bytes(device: VirtualNrf52) -> int:
+    """Firmware bytes the device wrote to flash since it was created."""
+    return sum(device.stats.image_bytes.values())
+
+
+def update_size(firmware: Firmware) -> int:
+    return sum(image.size for image in firmware.update.images)
+
+
+async def settled(device: VirtualNrf52) -> None:
+    """After its last reply the bootloader still writes its settings (182 ms with flash timing), then
+    resets and activates the image while it boots: judge the device after that."""
+    await asyncio.sleep(SETTLE)
+    await device.until_booted()
+
+
+async def classify(
+    device: VirtualNrf52,
+    firmware: Firmware,
+    *,
+    kind: str,
+    profile: Profile,
+    fault: str,
+    error: str,
+    resent: int,
+    again: Callable[[], Awaitable[object]],
+) -> Outcome:
+    """Judge the device once it has settled; after a clean failure, ``again`` is the next, fault-free
+    run, and the device is judged once more."""
+    await settled(device)
+    if installed(device, firmware) and not error:
+        return Outcome(kind, profile, "success", fault, bytes_resent=resent)
+    if not device.bootloader.app_valid and not installed(device, firmware):
+        return Outcome(kind, profile, "brick", fault, error or "no error reported", bytes_resent=resent)
+    with contextlib.suppress(McuUpdaterError):
+        await again()
+    await settled(device)
+    recovered = installed(device, firmware)
+    return Outcome(kind, profile, "clean-failure", fault, error, recovered, max(0, resent))
+
+
+class InMemoryRun:
     """One seeded run of one fault kind on a fresh device."""
 
     def __init__(
@@ -156,19 +228,13 @@ class _Run:
         return connect
 
     async def update(self, package: DfuPackage) -> list[ImageSent]:
-        paced = not self.device.flow_control
-        options = Options(prn=1 if paced else 0, flow_control=not paced)
-        run = UpdateRun(package, self.connector(), options)
-        return [event async for event in run.events() if isinstance(event, ImageSent)]
+        return await update(self.device, package, self.connector())
 
     def installed(self) -> bool:
-        flash = self.device.bootloader.flash
-        validated = {(r.kind, r.sha256) for r in flash.images}
-        wanted = {(image_kind(i.kind), i.sha256.hex()) for i in self.firmware.update.images}
-        return wanted <= validated and self.device.bootloader.app_valid
+        return installed(self.device, self.firmware)
 
     def firmware_bytes(self) -> int:
-        return sum(self.device.stats.image_bytes.values())
+        return firmware_bytes(self.device)
 
     async def execute(self) -> Outcome:
         async with self.device:
@@ -184,31 +250,22 @@ class _Run:
                     await self._watched(self.update(self.firmware.update))
             except McuUpdaterError as failure:
                 error = failure.message or type(failure).__name__
-            # After its last reply the bootloader still writes its settings (182 ms with flash timing),
-            # then resets and activates the image while it boots: judge the device after that.
-            await self._settled()
-            resent = self.firmware_bytes() - before - sum(i.size for i in self.firmware.update.images)
-            if self.installed() and not error:
-                return Outcome(
-                    self.kind,
-                    self.profile,
-                    "success",
-                    self.fault,
-                    bytes_resent=resent,
-                )
-            if not self.device.bootloader.app_valid and not self.installed():
-                return Outcome(self.kind, self.profile, "brick", self.fault, error, bytes_resent=resent)
-            self.device.faults = Faults()
-            with contextlib.suppress(McuUpdaterError):
-                await self.update(self.firmware.update)
-            await self._settled()
-            return Outcome(
-                self.kind, self.profile, "clean-failure", self.fault, error, self.installed(), max(0, resent)
-            )
+            resent = self.firmware_bytes() - before - update_size(self.firmware)
 
-    async def _settled(self) -> None:
-        await asyncio.sleep(SETTLE)
-        await self.device.until_booted()
+            async def again() -> None:
+                self.device.faults = Faults()
+                await self.update(self.firmware.update)
+
+            return await classify(
+                self.device,
+                self.firmware,
+                kind=self.kind,
+                profile=self.profile,
+                fault=self.fault,
+                error=error,
+                resent=resent,
+                again=again,
+            )
 
     async def _arm(self) -> None:
         """Set this run's fault on the device, drawn from the shape of a clean run's exchange."""
@@ -294,7 +351,7 @@ async def measure_shape(profile: Profile, firmware: Firmware) -> Shape:
         seen.append(frame[1])
         return False
 
-    run = _Run("none", profile, firmware, Shape(0, 0, ()), random.Random(0))  # noqa: S311 - unused
+    run = InMemoryRun("none", profile, firmware, Shape(0, 0, ()), random.Random(0))  # noqa: S311 - unused
     async with run.device:
         await run.update(firmware.previous)
         stats = run.device.stats
@@ -308,31 +365,3 @@ async def measure_shape(profile: Profile, firmware: Firmware) -> Shape:
         if opcode != PING_OPCODE:
             replies.append((opcode, counts[opcode]))
     return Shape(stats.bytes_in - bytes_before, stats.frames_in - frames_before, tuple(replies))
-
-
-async def run_matrix(
-    firmware: dict[Profile, Firmware],
-    *,
-    runs: int,
-    seed: int,
-    kinds: tuple[str, ...] = KINDS,
-    on_cell: Callable[[Cell], None] | None = None,
-) -> list[Cell]:
-    """``runs`` seeded runs per fault kind and profile, a few at a time (they mostly wait on timeouts)."""
-    shapes = {profile: await measure_shape(profile, package) for profile, package in firmware.items()}
-    limit = asyncio.Semaphore(CONCURRENT_RUNS)
-
-    async def one(kind: str, profile: Profile, index: int) -> Outcome:
-        rng = random.Random(f"{seed}/{kind}/{profile.value}/{index}")  # noqa: S311 - reproducible draws
-        async with limit:
-            return await _Run(kind, profile, firmware[profile], shapes[profile], rng).execute()
-
-    cells = []
-    for kind in kinds:
-        for profile in firmware:
-            cell = Cell(kind, profile)
-            cell.outcomes = list(await asyncio.gather(*(one(kind, profile, i) for i in range(runs))))
-            cells.append(cell)
-            if on_cell is not None:
-                on_cell(cell)
-    return cells
