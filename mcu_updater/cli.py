@@ -1,10 +1,10 @@
 """The ``mcu-updater`` command: argument parsing, real adapters, and errors mapped to exit codes.
 
 Exit codes (sysexits): 0 success or nothing to do, 64 usage, 65 package invalid or refused by the
-device, 66 package, key or firmware file missing, 69 target not answering, 74 serial or GPIO I/O error, 75 transient
-failure that outlasted the retries, 78 configuration error, 70 internal error, 130 interrupted.
-Exit 1 is `verify`'s "the device does not run exactly the package's versions" and `doctor`'s "a check
-failed".
+device, 66 package, key or firmware file missing, 69 target not answering, 74 serial or GPIO I/O
+error, 75 transient failure that outlasted the retries, 78 configuration error, 70 internal error,
+130 interrupted. Exit 1 is `verify`'s "the device does not run exactly the package's versions" and
+`doctor`'s "a check failed".
 """
 
 from __future__ import annotations
