@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -519,3 +520,173 @@ def test_the_same_harness_sees_a_valid_package_arrive(
 
 def test_corpus_is_large_and_distinct() -> None:
     assert len({case.id for case in CORPUS}) == len(CORPUS) >= 36
+
+
+# --- configurations: `check-config` and `run` refuse them, and `run` never opens the port ---------
+
+
+@dataclass(frozen=True)
+class ConfigCase:
+    """A bad configuration: what replaces what in the valid one, and what the one line must say."""
+
+    id: str
+    edit: Callable[[str], str | bytes]
+    phrase: str
+    expected: str
+
+
+def swap(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert old in text
+        return text.replace(old, new)
+
+    return edit
+
+
+def add(extra: str) -> Callable[[str], str]:
+    return lambda text: text + extra
+
+
+CONFIG_CORPUS = [
+    ConfigCase("not-yaml", add("gpio: {backend: none\n"), r":\d+: YAML syntax error", "valid YAML"),
+    ConfigCase(
+        "not-utf8", lambda text: text.encode() + b"state_dir: \xff\n", ":11: the file is not UTF-8", "UTF-8"
+    ),
+    ConfigCase("empty-file", lambda text: "", ":1: the file is empty", "at least serial.port and firmware"),
+    ConfigCase("a-list", lambda text: "- serial\n- firmware\n", ":1: got a list", "a mapping with the keys"),
+    ConfigCase(
+        "baud-as-text", swap("baud: 1000000", "baud: fast"), ":3: serial.baud: got 'fast'", "an integer"
+    ),
+    ConfigCase(
+        "flow-control-as-text",
+        swap("  baud:", "  flow_control: sometimes\n  baud:"),
+        r"serial.flow_control: got 'sometimes'",
+        "true or false",
+    ),
+    ConfigCase(
+        "unknown-key", swap("  baud:", "  baudrate:"), "serial.baudrate: unknown key", "one of port, baud"
+    ),
+    ConfigCase(
+        "unknown-section", add("serail: {}\n"), "serail: unknown key .did you mean 'serial'", "one of"
+    ),
+    ConfigCase("missing-firmware", swap("firmware:", "# firmware:"), ":1: firmware: is missing", "a path to"),
+    ConfigCase(
+        "missing-port", swap("  port:", "  # port:"), "serial.port: is missing", "an absolute device path"
+    ),
+    ConfigCase("relative-port", swap("port: /", "port: "), "serial.port: got", "an absolute device path"),
+    ConfigCase(
+        "missing-public-key-file",
+        swap("public.pem", "absent.pem"),
+        r"target.public_key: \S*absent.pem does not exist",
+        "a P-256 public key file",
+    ),
+    ConfigCase(
+        "private-key-as-public-key",
+        swap("public.pem", str(shared_fixture("key_a.pem"))),
+        "target.public_key: .*is a private key",
+        "a P-256 public key file",
+    ),
+    ConfigCase(
+        "missing-firmware-file",
+        swap("good.zip", "absent.zip"),
+        r"firmware: \S*absent.zip does not exist",
+        "nrfutil",
+    ),
+    ConfigCase(
+        "line-name-with-space",
+        add("  reset: {line: GPIO 5}\n"),
+        "gpio.reset.line: got 'GPIO 5'",
+        "a line name like GPIO5",
+    ),
+    ConfigCase(
+        "line-as-quoted-number", add("  reset: {line: '5'}\n"), "gpio.reset.line: got the text '5'", "(5)"
+    ),
+    ConfigCase(
+        "dfu-line-is-the-reset-line",
+        lambda text: text.replace("backend: none", "backend: gpiod") + "  dfu: {line: GPIO5}\n",
+        "gpio.dfu: is the same line as gpio.reset",
+        "two different lines",
+    ),
+    ConfigCase(
+        "unknown-line-role", add("  boot: {line: GPIO7}\n"), "gpio.boot: unknown key", "one of backend"
+    ),
+    ConfigCase(
+        "duration-in-minutes", add("timeouts: {ready: 2min}\n"), "timeouts.ready: got '2min'", "20ms, 1.5s"
+    ),
+    ConfigCase(
+        "negative-duration", add("timeouts: {reply: -1s}\n"), "timeouts.reply: got '-1s'", "a duration"
+    ),
+    ConfigCase(
+        "bad-downgrade-policy",
+        add("policy: {downgrade: maybe}\n"),
+        "policy.downgrade: got 'maybe'",
+        "allow, deny",
+    ),
+    ConfigCase(
+        "duplicate-key", add("serial: {port: /dev/ttyS1}\n"), "serial: duplicate key", "each key once"
+    ),
+]
+
+
+@pytest.fixture
+def good_config(tmp_path: Path, device: SimulatorThread, key_file: Path) -> str:
+    """A configuration `run` would accept, aimed at the simulator (gpio section last, for add())."""
+    write_package(tmp_path / "good.zip", app)
+    (tmp_path / "public.pem").write_bytes(key_file.read_bytes())
+    return textwrap.dedent(
+        f"""\
+        serial:
+          port: {device.port}
+          baud: {FAST_BAUD}
+        target:
+          public_key: public.pem
+        firmware: good.zip
+        state_dir: {tmp_path / "state"}
+        runtime_dir: {tmp_path / "run"}
+        gpio:
+          backend: none
+        """
+    )
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CONFIG_CORPUS])
+def test_hostile_config_is_refused_before_the_port_is_opened(
+    tmp_path: Path, device: SimulatorThread, good_config: str, case: ConfigCase
+) -> None:
+    path = tmp_path / "mcu-updater.yaml"
+    content = case.edit(good_config)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = device.stats.bytes_in
+    for command in (["check-config", str(path)], ["run", "--config", str(path)]):
+        result = run_cli(*command)
+        line = error_line(result.stderr)
+        assert result.exit_code == 78, line
+        cause = re.search(case.phrase, line)
+        assert cause, line
+        assert f"expected {case.expected}" in line[cause.end() :] or case.expected in line[cause.end() :], (
+            line
+        )
+    assert device.stats.bytes_in == before
+
+
+def test_the_config_corpus_edits_a_config_that_works(tmp_path: Path, good_config: str) -> None:
+    path = tmp_path / "mcu-updater.yaml"
+    path.write_text(good_config)
+    result = run_cli("check-config", str(path))
+    assert (result.exit_code, result.stderr) == (0, ""), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "phrase"),
+    [
+        (["check-config", "/nonexistent/mcu-updater.yaml"], "cannot read the configuration"),
+        (["run", "--config", "/nonexistent/mcu-updater.yaml"], "cannot read the configuration"),
+    ],
+    ids=["check-config", "run"],
+)
+def test_missing_config_file(command: list[str], phrase: str) -> None:
+    result = run_cli(*command)
+    line = error_line(result.stderr)
+    assert result.exit_code == 78
+    assert phrase in line
+    assert "expected a readable UTF-8 YAML file" in line
