@@ -8,9 +8,14 @@ from a scripted bootloader on a pty instead (replies garbled, truncated, to the 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import select
 import textwrap
+import threading
+import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mcu_updater.dfu.initpacket import FwType, HashType, SignatureType
 from mcu_updater.dfu.package import FIRMWARE_MAX, MANIFEST_NAME, PACKAGE_FILE_MAX
+from mcu_updater.dfu.slip import SlipDecoder, encode
 from tests.conftest import shared_fixture
 from tests.packages import (
     APP_IMAGE,
@@ -690,3 +696,180 @@ def test_missing_config_file(command: list[str], phrase: str) -> None:
     assert result.exit_code == 78
     assert phrase in line
     assert "expected a readable UTF-8 YAML file" in line
+
+
+# --- the device side: a scripted bootloader on a pty that answers badly -------------------------
+
+PING, SET_PRN, MTU_GET, FW_VERSION = 0x09, 0x02, 0x07, 0x0B
+Answer = Callable[[bytes], bytes]
+
+
+class ScriptedBootloader:
+    """A stand-in for the nRF52 on a real pty: each SLIP request it decodes is answered with
+    ``answer(request)`` (raw bytes for the line, b"" for silence). With ``flood`` it instead streams
+    bytes without a SLIP END from the first request on, as fast as the host reads them."""
+
+    def __init__(self, answer: Answer | None = None, *, flood: bytes = b"") -> None:
+        self.answer = answer
+        self.flood = flood
+        self.requests: list[bytes] = []
+        self.flooded = 0
+        self._master, self._slave = os.openpty()
+        for fd in (self._master, self._slave):
+            tty.setraw(fd)
+        os.set_blocking(self._master, False)
+        self.port = os.ttyname(self._slave)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve)
+
+    def _serve(self) -> None:
+        decoder = SlipDecoder(max_frame=1024)
+        while not self._stop.is_set():
+            writing = [self._master] if self.flood and self.requests else []
+            readable, writable, _ = select.select([self._master], writing, [], 0.05)
+            if readable:
+                received = b""
+                with contextlib.suppress(BlockingIOError):
+                    received = os.read(self._master, 4096)
+                for request in decoder.feed(received):
+                    self.requests.append(request)
+                    reply = self.answer(request) if self.answer is not None else b""
+                    if reply:
+                        os.write(self._master, reply)
+            if writable:
+                # Non-blocking: once the host has closed the port nobody drains the pty any more.
+                with contextlib.suppress(BlockingIOError):
+                    self.flooded += os.write(self._master, self.flood)
+
+    def __enter__(self) -> ScriptedBootloader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        os.close(self._slave)
+        os.close(self._master)
+
+
+def reply(*fields: int | bytes) -> bytes:
+    """A SLIP-framed reply frame from bytes and byte values."""
+    return encode(b"".join(bytes([f]) if isinstance(f, int) else f for f in fields))
+
+
+def well_behaved(request: bytes) -> bytes:
+    """The answers of an empty bootloader, as far as the updater gets before it sends an image."""
+    match request[0]:
+        case 0x09:
+            return reply(0x60, PING, 0x01, request[1:2])
+        case 0x02:
+            return reply(0x60, SET_PRN, 0x01)
+        case 0x07:
+            return reply(0x60, MTU_GET, 0x01, (131).to_bytes(2, "little"))
+        case 0x0B:
+            return reply(0x60, FW_VERSION, 0x01, 0xFF, bytes(12))
+    return b""
+
+
+def except_for(opcode: int, answer: bytes) -> Answer:
+    """A well-behaved bootloader that answers ``opcode`` with ``answer``."""
+    return lambda request: answer if request[0] == opcode else well_behaved(request)
+
+
+@dataclass(frozen=True)
+class DeviceCase:
+    id: str
+    device: Callable[[], ScriptedBootloader]
+    code: int
+    phrase: str
+    fix: str
+
+
+DEVICE_CORPUS = [
+    DeviceCase(
+        "garbage-replies",
+        lambda: ScriptedBootloader(lambda request: b"\x12\x34\xc0\xff\xdb\x01\xc0hello\xc0"),
+        69,
+        "the bootloader did not answer a ping within",
+        "check that the target is in its bootloader",
+    ),
+    DeviceCase(
+        "echoes-requests",
+        lambda: ScriptedBootloader(encode),
+        69,
+        "the bootloader did not answer a ping within",
+        "check that the target is in its bootloader",
+    ),
+    DeviceCase(
+        "ping-answered-with-another-id",
+        lambda: ScriptedBootloader(lambda request: reply(0x60, PING, 0x01, request[1] ^ 0xFF)),
+        69,
+        "the bootloader did not answer a ping within",
+        "the port, baud rate and flow control",
+    ),
+    DeviceCase(
+        "reply-to-the-wrong-opcode",
+        lambda: ScriptedBootloader(except_for(SET_PRN, reply(0x60, MTU_GET, 0x01, 131, 0))),
+        75,
+        r"no reply to SET_PRN within [\d.]+ s \(1 malformed or unrelated replies meanwhile\)",
+        "check the cable, baud rate and flow control",
+    ),
+    DeviceCase(
+        "truncated-inventory-reply",
+        lambda: ScriptedBootloader(except_for(FW_VERSION, reply(0x60, FW_VERSION, 0x01, 0x01, 2))),
+        75,
+        r"truncated FIRMWARE_VERSION reply from the device \(2 of 13 bytes\)",
+        "check the serial line",
+    ),
+    DeviceCase(
+        "reply-without-result",
+        lambda: ScriptedBootloader(except_for(MTU_GET, reply(0x60, MTU_GET))),
+        75,
+        r"no reply to MTU_GET within [\d.]+ s \(1 malformed or unrelated replies meanwhile\)",
+        "check the cable",
+    ),
+    DeviceCase(
+        "unknown-result-code",
+        lambda: ScriptedBootloader(except_for(SET_PRN, reply(0x60, SET_PRN, 0x55))),
+        75,
+        "the device answered SET_PRN with 0x55 UNKNOWN, which no SDK 15.2 bootloader sends",
+        "check the baud rate and the serial line",
+    ),
+    DeviceCase(
+        "unknown-extended-error",
+        lambda: ScriptedBootloader(except_for(MTU_GET, reply(0x60, MTU_GET, 0x0B, 0x42))),
+        75,
+        "the device answered MTU_GET with EXT 0x42 UNKNOWN, which no SDK 15.2 bootloader sends",
+        "run again",
+    ),
+    DeviceCase(
+        "impossible-mtu",
+        lambda: ScriptedBootloader(except_for(MTU_GET, reply(0x60, MTU_GET, 0x01, 0xFF, 0xFF))),
+        75,
+        "the device reports an MTU of 65535 bytes",
+        "check the baud rate",
+    ),
+    DeviceCase(
+        "endless-bytes-without-end",
+        lambda: ScriptedBootloader(flood=b"\x55" * 4096),
+        69,
+        "the bootloader did not answer a ping within",
+        "check that the target is in its bootloader",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in DEVICE_CORPUS])
+def test_hostile_device_gets_one_clean_line(tmp_path: Path, key_file: Path, case: DeviceCase) -> None:
+    package = write_package(tmp_path / "app.zip", app)
+    with case.device() as device:
+        result = run_cli("flash", str(package), "--port", device.port, "--ready-timeout", "1")
+    line = error_line(result.stderr)
+    assert result.exit_code == case.code, line
+    cause = re.search(case.phrase, line)
+    assert cause, line
+    assert case.fix in line[cause.end() :], line
+    assert device.requests, "the host never asked"
+    assert all(request[0] != 0x01 for request in device.requests), "no object was created"
+    if device.flood:
+        assert device.flooded > 64 * 1024
