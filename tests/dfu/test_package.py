@@ -110,7 +110,9 @@ def test_fixture_facts_the_device_would_refuse_are_caught_early(key_a: ec.Ellipt
     with pytest.raises(PackageError, match=r"hw_version 51, but the target is hw_version 52"):
         load_package(shared_fixture("app_v3_hw51_signed.zip"), hw_version=52)
     with pytest.raises(PackageError, match="unsigned but a public key was given"):
-        load_package(shared_fixture("app_v2_unsigned.zip"), public_key=key_a)
+        load_package(shared_fixture("app_v2_unsigned.zip"), public_key=key_a, require_signature=True)
+    # A key alone verifies what is signed; only the requirement refuses what is not.
+    assert not load_package(shared_fixture("app_v2_unsigned.zip"), public_key=key_a).is_signed
     with pytest.raises(PackageError, match="does not verify"):
         load_package(shared_fixture("app_v2_signed.zip"), public_key=PUBLIC)
 
