@@ -873,3 +873,21 @@ def test_hostile_device_gets_one_clean_line(tmp_path: Path, key_file: Path, case
     assert all(request[0] != 0x01 for request in device.requests), "no object was created"
     if device.flood:
         assert device.flooded > 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("port", "phrase"),
+    [
+        ("/dev/null", "cannot open serial port /dev/null: Could not configure port"),
+        ("/tmp", "cannot open serial port /tmp: .*Is a directory"),
+    ],
+    ids=["not-a-tty", "a-directory"],  # a missing port: tests/test_cli.py
+)
+def test_a_port_that_is_no_serial_port(tmp_path: Path, port: str, phrase: str) -> None:
+    package = write_package(tmp_path / "app.zip", app)
+    result = run_cli("flash", str(package), "--port", port, "--ready-timeout", "1")
+    line = error_line(result.stderr)
+    assert result.exit_code == 74, line
+    cause = re.search(phrase, line)
+    assert cause, line
+    assert "check the port name" in line[cause.end() :]
