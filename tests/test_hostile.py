@@ -891,3 +891,20 @@ def test_a_port_that_is_no_serial_port(tmp_path: Path, port: str, phrase: str) -
     cause = re.search(phrase, line)
     assert cause, line
     assert "check the port name" in line[cause.end() :]
+
+
+def test_run_with_a_gpio_chip_that_is_not_there(
+    tmp_path: Path, device: SimulatorThread, good_config: str
+) -> None:
+    """Valid as a file (check-config passes), wrong on this gateway: `run` says which chip, sends nothing."""
+    path = tmp_path / "mcu-updater.yaml"
+    path.write_text(good_config.replace("backend: none", "backend: gpiod\n  chip: /dev/gpiochip-nope"))
+    assert run_cli("check-config", str(path)).exit_code == 0
+    before = device.stats.bytes_in
+    result = run_cli("run", "--config", str(path))
+    line = error_line(result.stderr)
+    assert result.exit_code == 78, line
+    assert re.search(
+        r"GPIO chip /dev/gpiochip-nope does not exist; .*(gpiodetect|no GPIO chips|set chip to)", line
+    ), line
+    assert device.stats.bytes_in == before
