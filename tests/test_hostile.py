@@ -13,9 +13,11 @@ import json
 import os
 import re
 import select
+import struct
 import textwrap
 import threading
 import tty
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -701,6 +703,7 @@ def test_missing_config_file(command: list[str], phrase: str) -> None:
 # --- the device side: a scripted bootloader on a pty that answers badly -------------------------
 
 PING, SET_PRN, MTU_GET, FW_VERSION = 0x09, 0x02, 0x07, 0x0B
+CREATE, CRC_GET, EXECUTE, SELECT = 0x01, 0x03, 0x04, 0x06
 Answer = Callable[[bytes], bytes]
 
 
@@ -774,6 +777,35 @@ def well_behaved(request: bytes) -> bytes:
 def except_for(opcode: int, answer: bytes) -> Answer:
     """A well-behaved bootloader that answers ``opcode`` with ``answer``."""
     return lambda request: answer if request[0] == opcode else well_behaved(request)
+
+
+class UpToTheData:
+    """A bootloader that takes the init packet properly and answers SELECT data with ``data_select``."""
+
+    def __init__(self, data_select: bytes) -> None:
+        self.data_select = data_select
+        self.object = b""
+
+    def __call__(self, request: bytes) -> bytes:
+        match request[:2]:
+            case b"\x06\x01":
+                return reply(0x60, SELECT, 0x01, struct.pack("<III", 256, 0, 0))
+            case b"\x06\x02":
+                return self.data_select
+        match request[0]:
+            case 0x01:
+                self.object = b""
+                return reply(0x60, CREATE, 0x01)
+            case 0x08:
+                self.object += request[1:]
+                return b""
+            case 0x03:
+                return reply(
+                    0x60, CRC_GET, 0x01, struct.pack("<II", len(self.object), zlib.crc32(self.object))
+                )
+            case 0x04:
+                return reply(0x60, EXECUTE, 0x01)
+        return well_behaved(request)
 
 
 @dataclass(frozen=True)
@@ -850,6 +882,20 @@ DEVICE_CORPUS = [
         "check the baud rate",
     ),
     DeviceCase(
+        "data-object-size-zero",
+        lambda: ScriptedBootloader(UpToTheData(reply(0x60, SELECT, 0x01, struct.pack("<III", 0, 100, 0)))),
+        75,
+        "the device reports a data object size of 0 bytes",
+        "check the serial line",
+    ),
+    DeviceCase(
+        "data-object-size-odd",
+        lambda: ScriptedBootloader(UpToTheData(reply(0x60, SELECT, 0x01, struct.pack("<III", 4095, 0, 0)))),
+        75,
+        "the device reports a data object size of 4095 bytes",
+        "check the serial line",
+    ),
+    DeviceCase(
         "endless-bytes-without-end",
         lambda: ScriptedBootloader(flood=b"\x55" * 4096),
         69,
@@ -870,7 +916,7 @@ def test_hostile_device_gets_one_clean_line(tmp_path: Path, key_file: Path, case
     assert cause, line
     assert case.fix in line[cause.end() :], line
     assert device.requests, "the host never asked"
-    assert all(request[0] != 0x01 for request in device.requests), "no object was created"
+    assert b"\x01\x02" not in {request[:2] for request in device.requests}, "no data object was created"
     if device.flood:
         assert device.flooded > 64 * 1024
 
