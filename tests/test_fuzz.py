@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import struct
 import tempfile
 import tracemalloc
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,12 @@ from mcu_updater.dfu.initpacket import _length_delimited, _varint, decode_init_p
 from mcu_updater.dfu.keys import load_public_key
 from mcu_updater.dfu.link import MAX_REPLY_FRAME, DfuLink
 from mcu_updater.dfu.package import load_package
-from mcu_updater.dfu.slip import END, ESC, encode
+from mcu_updater.dfu.slip import END, ESC, SlipDecoder, encode
+from mcu_updater.dfu.transfer import ImageTransfer
 from mcu_updater.dfu.wire import RESPONSE, ObjectType, OpCode
 from mcu_updater.errors import ConfigError, McuUpdaterError, PackageError
 from tests.conftest import shared_fixture
+from tests.packages import firmware
 
 FUZZ = settings(max_examples=200, deadline=None, database=None)
 
@@ -153,6 +157,87 @@ def test_client_requests_raise_only_our_errors_whatever_the_device_answers(
             await REQUESTS[request](client)
 
     asyncio.run(exchange())
+
+
+# Fields of a damaged reply: any bytes, or whole words with the values that break arithmetic.
+u32 = st.one_of(st.sampled_from([0, 1, 3, 4095, 4096, 4097, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1))
+damaged_fields = st.one_of(
+    st.binary(max_size=16),
+    st.lists(u32, min_size=1, max_size=3).map(lambda words: struct.pack(f"<{len(words)}I", *words)),
+)
+
+
+class _PlausibleBootloader(asyncio.Transport):
+    """Receives one image like an SDK bootloader would, except that any reply may be replaced by one
+    hypothesis draws (right opcode, any result, any fields): damage that SLIP cannot detect."""
+
+    def __init__(self, link: DfuLink, draw: Callable[[st.SearchStrategy[Any]], Any]) -> None:
+        super().__init__()
+        self._link = link
+        self._draw = draw
+        self._decoder = SlipDecoder(max_frame=1024)
+        self._data = b""
+        self._object = b""
+        self._selected = ObjectType.COMMAND
+        self.requests = 0
+
+    def _answer(self, request: bytes) -> bytes | None:
+        opcode = request[0]
+        held = self._data + self._object if self._selected == ObjectType.DATA else self._object
+        match opcode:
+            case OpCode.SELECT:
+                self._selected = ObjectType(request[1]) if request[1] in (1, 2) else ObjectType.COMMAND
+                size = 256 if self._selected == ObjectType.COMMAND else 4096
+                fields = struct.pack("<III", size, len(self._data), zlib.crc32(self._data))
+            case OpCode.CREATE:
+                self._selected, self._object = ObjectType(request[1]), b""
+                fields = b""
+            case OpCode.WRITE:
+                self._object += request[1:]
+                return None
+            case OpCode.CRC_GET:
+                fields = struct.pack("<II", len(held), zlib.crc32(held))
+            case OpCode.EXECUTE:
+                if self._selected == ObjectType.DATA:
+                    self._data, self._object = held, b""
+                fields = b""
+            case _:
+                fields = b""
+        if self._draw(st.integers(0, 9)) == 0:
+            result = int(self._draw(st.one_of(st.just(0x01), st.integers(0, 255))))
+            return bytes([RESPONSE, opcode, result]) + bytes(self._draw(damaged_fields))
+        return bytes([RESPONSE, opcode, 0x01]) + fields
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        for request in self._decoder.feed(bytes(data)):
+            self.requests += 1
+            answer = self._answer(request)
+            if answer is not None:
+                asyncio.get_running_loop().call_soon(self._link.data_received, encode(answer))
+
+    def is_closing(self) -> bool:
+        return True
+
+
+TRANSFERRED = firmware(3 * 4096 + 100, seed=5)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=st.data())
+def test_image_transfer_raises_only_our_errors_whatever_the_replies_say(data: st.DataObject) -> None:
+    async def transfer() -> int:
+        link = DfuLink("fuzzed device")
+        device = _PlausibleBootloader(link, data.draw)
+        link.connection_made(device)
+        client = DfuClient(link, baud=1_000_000, timeouts=QUICK)
+        image = ImageTransfer(client, "application", bytes(100), TRANSFERRED, mtu=131, retries=2)
+        with contextlib.suppress(McuUpdaterError):
+            async for _ in image.run():
+                pass
+        return device.requests
+
+    # Bounded retries mean bounded work: a loop that does not advance would show here.
+    assert asyncio.run(transfer()) < 2000
 
 
 # --- init packets shaped like protobuf ------------------------------------------------------------
