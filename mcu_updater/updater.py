@@ -87,11 +87,11 @@ class Options:
     retries: int = 4
     hw_version: int | None = None
     abort_when_idle: bool = False
+    """With nothing to send, ABORT: the bootloader resets and boots a valid application at once."""
     flow_control: bool = True
     """False: the device cannot hold us off with CTS, so stay silent while it writes its settings."""
     allow_downgrade: bool = True
     """False: refuse, before sending, an image older than the one the device runs."""
-    """With nothing to send, ABORT: the bootloader resets and boots a valid application at once."""
 
 
 # --- events --------------------------------------------------------------------------------------

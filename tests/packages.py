@@ -19,7 +19,7 @@ import json
 import random
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -191,6 +191,8 @@ class Entry:
     """Uncompressed size written in both headers instead of the real one."""
     flags: int = 0
     method: int | None = None
+    crc: int | None = None
+    """CRC-32 written in both headers instead of the real one (a damaged member)."""
 
 
 def package_entries(
@@ -240,7 +242,9 @@ def zip_bytes(entries: Iterable[Entry]) -> bytes:
             else entry.data
         )
         method = entry.method if entry.method is not None else 8 if entry.deflate else 0
-        crc = 0 if entry.payload is not None else zlib.crc32(entry.data)
+        crc = (
+            entry.crc if entry.crc is not None else 0 if entry.payload is not None else zlib.crc32(entry.data)
+        )
         size = entry.declared_size if entry.declared_size is not None else len(entry.data)
         flags = entry.flags | 0x800
         common = struct.pack("<HHHHIII", flags, method, 0, 0x5821, crc, len(stored), size)
@@ -268,3 +272,66 @@ def write_pair(directory: Path, image: ImageFiles) -> Path:
     bin_path = directory / image.bin_name
     bin_path.write_bytes(image.firmware)
     return bin_path
+
+
+# --- builders of broken packages, for the hostile-input corpus ----------------------------------
+
+Build = Callable[[Path], Path]
+"""Writes a package (or some file standing for one) into a folder and returns the path to give."""
+
+APP_IMAGE: Final = make_image(FwType.APPLICATION)
+"""The valid application image the builders below damage."""
+
+
+def zipped(*images: ImageFiles, **entry_options: Any) -> Build:
+    """A package of ``images``, with package_entries options (manifest_json, replace_entries, drop)."""
+    return lambda d: write_zip(d / "package.zip", package_entries(*images, **entry_options))
+
+
+def zipped_with(*extra: Entry) -> Build:
+    """A valid app package plus ``extra`` entries (or replacements, by name)."""
+    return zipped(APP_IMAGE, replace_entries=extra)
+
+
+def app_with(**fields: Any) -> Build:
+    """An app package whose init packet has ``fields`` changed (make_image options)."""
+    return zipped(make_image(FwType.APPLICATION, **fields))
+
+
+def manifest_of(document: str) -> Build:
+    """A valid app package with this manifest.json text."""
+    return zipped(APP_IMAGE, manifest_json=document.encode())
+
+
+def raw_file(name: str, data: bytes) -> Build:
+    def build(d: Path) -> Path:
+        (d / name).write_bytes(data)
+        return d / name
+
+    return build
+
+
+def bare(image: ImageFiles, drop: str = "") -> Build:
+    """The image as a .bin/.dat pair, minus the file with suffix ``drop``; returns the other one."""
+
+    def build(d: Path) -> Path:
+        bin_path = write_pair(d, image)
+        if drop:
+            bin_path.with_suffix(drop).unlink()
+        return bin_path.with_suffix(".dat" if drop == ".bin" else ".bin")
+
+    return build
+
+
+def sparse_file(name: str, size: int) -> Build:
+    def build(d: Path) -> Path:
+        with (d / name).open("wb") as file:
+            file.truncate(size)
+        return d / name
+
+    return build
+
+
+def directory(d: Path) -> Path:
+    (d / "package.zip").mkdir()
+    return d / "package.zip"

@@ -9,10 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from mcu_updater.adapters import serial_connector
+from mcu_updater.sim.device import Timing, VirtualNrf52
+from mcu_updater.sim.pty import PtyServer
+from mcu_updater.sim.stats import Stats
 from mcu_updater.updater import Inventory, read_inventory
 
 CLI = [sys.executable, "-m", "mcu_updater"]
@@ -99,6 +105,55 @@ class DaemonProcess:
             self.process.kill()
             self.process.communicate()
         self.notify.close()
+
+
+class SimulatorThread:
+    """The virtual nRF52 of `mcu-updater simulate` on a real pty, served by a thread of the test process,
+    so a test can read its traffic counters (``stats``) between commands without restarting it."""
+
+    def __init__(self, public_key: ec.EllipticCurvePublicKey | None = None) -> None:
+        self._public_key = public_key
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),))
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._device: VirtualNrf52 | None = None
+        self._failure: BaseException | None = None
+        self.port = ""
+
+    async def _serve(self) -> None:
+        try:
+            timing = Timing(baud=FAST_BAUD)
+            async with (
+                VirtualNrf52(public_key=self._public_key, timing=timing) as device,
+                PtyServer(device) as server,
+            ):
+                self._device, self.port, self._stop = device, server.path, asyncio.Event()
+                self._started.set()
+                await self._stop.wait()
+        except BaseException as error:
+            self._failure = error
+            raise
+        finally:
+            self._started.set()
+
+    @property
+    def stats(self) -> Stats:
+        assert self._device is not None
+        return self._device.stats
+
+    def __enter__(self) -> SimulatorThread:
+        self._thread.start()
+        self._started.wait(30)
+        if self._failure is not None or not self.port:
+            raise AssertionError(f"the simulator did not start: {self._failure!r}")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        self._loop.close()
 
 
 def run_cli(*args: str, timeout: float = 120) -> CliResult:

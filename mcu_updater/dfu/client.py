@@ -127,6 +127,7 @@ class DfuClient:
         payload = request.to_bytes()
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting = (request.opcode if expect is None else expect, future)
+        strays_before = self.stats.stray_replies
         try:
             self.link.send(payload)
             self.stats.requests += 1
@@ -141,14 +142,19 @@ class DfuClient:
             except TimeoutError:
                 self.stats.timeouts += 1
                 self._needs_resync = True
+                strays = self.stats.stray_replies - strays_before
+                # A device that answers garbage or another request is a different fault from a silent one.
+                meanwhile = f" ({strays} malformed or unrelated replies meanwhile)" if strays else ""
                 raise ReplyTimeoutError(
-                    f"no reply to {OpCode(request.opcode).name} within {budget:.2f} s",
+                    f"no reply to {OpCode(request.opcode).name} within {budget:.2f} s{meanwhile}",
                     "check the cable, baud rate and flow control; the target may have reset",
                 ) from None
         finally:
             self._waiting = None
         if check and not reply.ok:
-            raise wire.rejection_error(request.opcode, reply.result, reply.ext)
+            raise wire.unknown_code_error(request.opcode, reply.result, reply.ext) or wire.rejection_error(
+                request.opcode, reply.result, reply.ext
+            )
         return reply
 
     async def _resync(self) -> None:

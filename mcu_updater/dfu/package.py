@@ -533,6 +533,15 @@ def _validate(package: Path, files: _Files, policy: _Policy) -> Image:
             f"{_REBUILD} --{'application' if kind is FwType.APPLICATION else 'bootloader'}-version N",
         )
     _check_target(command.hw_version, command.sd_req, dat_where, policy)
+    if kind is FwType.APPLICATION and not command.sd_req:
+        # nrfutil always writes sd_req (--sd-req is mandatory); only a hand-made packet lacks it, and the
+        # bootloader reads an empty list as "no SoftDevice needed" and erases the device's SoftDevice.
+        raise PackageError(
+            f"{dat_where} has an empty sd_req: the bootloader would erase the device's SoftDevice after "
+            "installing it",
+            f"{_REBUILD} --sd-req <FWID of the target's SoftDevice>, or --sd-req 0x00 for an application "
+            "that replaces the SoftDevice",
+        )
     softdevice = _softdevice_of(kind, firmware, command.sd_size or 0, bin_where)
     if kind is FwType.SOFTDEVICE_BOOTLOADER:
         _check_metadata(
@@ -625,6 +634,8 @@ def _check_signature(init: InitPacket, where: str, policy: _Policy) -> None:
     if key is None and not policy.require_signature:
         return
     if init.signature is None:
+        if not policy.require_signature:
+            return  # a key without the requirement verifies signed packages and lets unsigned ones pass
         reason = "a public key was given" if key is not None else "a signature is required"
         raise PackageError(
             f"{where} is unsigned but {reason} (the device would answer EXT 0x08)",

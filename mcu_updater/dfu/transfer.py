@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
-from mcu_updater.dfu.client import DfuClient
+from mcu_updater.dfu.client import PAGE_SIZE, DfuClient
 from mcu_updater.dfu.wire import ObjectType, ResultCode, write_chunk_size
 from mcu_updater.errors import (
     DeviceRejectedError,
@@ -30,6 +30,10 @@ from mcu_updater.errors import (
 )
 
 DEFAULT_RETRIES: Final = 4
+_DAMAGED_OR_FOREIGN: Final = (
+    "check the serial line (a reply damaged on the way is asked again); if it repeats, check that the "
+    "target runs an SDK 15.2 serial bootloader"
+)
 
 
 @dataclass(frozen=True)
@@ -157,9 +161,11 @@ class ImageTransfer:
         client, dat = self.client, self.init_packet
         selected = await client.select(ObjectType.COMMAND)
         if len(dat) > selected.max_size:
-            raise PackageError(
-                f"{self.name}: the init packet is {len(dat)} bytes; the device accepts {selected.max_size}",
-                "rebuild the package",
+            # The package was validated against the SDK's 256-byte limit: a smaller one is no SDK 15.2 answer.
+            raise ProtocolError(
+                f"{self.name}: the device accepts init packets of {selected.max_size} bytes; this one is "
+                f"{len(dat)}",
+                _DAMAGED_OR_FOREIGN,
             )
         offset = selected.offset
         if fresh or not (0 < offset <= len(dat) and selected.crc == zlib.crc32(dat[:offset])):
@@ -177,7 +183,16 @@ class ImageTransfer:
     async def _send_firmware(self) -> AsyncIterator[Progress]:
         client, fw = self.client, self.firmware
         selected = await client.select(ObjectType.DATA)
-        size = self._object_size = selected.max_size
+        size = selected.max_size
+        # Data objects are flash pages: any other size (a damaged reply) would divide by zero or cut
+        # words in half below.
+        if not (0 < size <= PAGE_SIZE and size % 4 == 0):
+            raise ProtocolError(
+                f"{self.name}: the device reports a data object size of {size} bytes; SDK 15.2 uses "
+                f"{PAGE_SIZE}",
+                _DAMAGED_OR_FOREIGN,
+            )
+        self._object_size = size
         offset = selected.offset
         if offset > len(fw):
             # Progress for an image of another size: only a fresh init packet clears it.

@@ -250,6 +250,26 @@ def rejection_error(
     )
 
 
+def unknown_code_error(opcode: int, result: int, ext: int | None) -> ProtocolError | None:
+    """A result (or extended error) no SDK 15.2 bootloader sends: damage on the line, not a refusal."""
+    if result == ResultCode.EXT_ERROR:
+        known = ext is not None and ext in ExtError._value2member_map_
+    else:
+        known = result in ResultCode._value2member_map_
+    if known:
+        return None
+    name = OpCode(opcode).name if opcode in OpCode._value2member_map_ else f"0x{opcode:02X}"
+    code = (
+        "EXT_ERROR without its code"
+        if ext is None and result == ResultCode.EXT_ERROR
+        else code_label(result, ext)
+    )
+    return ProtocolError(
+        f"the device answered {name} with {code}, which no SDK 15.2 bootloader sends",
+        "check the baud rate and the serial line, then run again (it resumes)",
+    )
+
+
 # --- requests -------------------------------------------------------------------------------
 
 

@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 import tempfile
-import time
 import tracemalloc
-from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, NamedTuple
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcu_updater.dfu.initpacket import FwType, HashType, SignatureType
+from mcu_updater.dfu.initpacket import FwType
 from mcu_updater.dfu.keys import load_public_key
 from mcu_updater.dfu.package import (
-    FIRMWARE_MAX,
-    MANIFEST_NAME,
-    PACKAGE_FILE_MAX,
     SoftDeviceInfo,
     format_sd_version,
     load_package,
 )
 from mcu_updater.dfu.signing import verify_signature
-from mcu_updater.errors import InputMissingError, McuUpdaterError, PackageError
+from mcu_updater.errors import McuUpdaterError, PackageError
 from tests.conftest import shared_fixture
 from tests.packages import (
     TEST_KEY,
@@ -38,15 +29,14 @@ from tests.packages import (
     ImageFiles,
     bomb_payload,
     firmware,
-    flip,
     make_image,
     package_entries,
-    retype_signature,
     softdevice_firmware,
     write_package,
     write_pair,
     write_zip,
     zip_bytes,
+    zipped_with,
 )
 
 APP, SD, BL = FwType.APPLICATION, FwType.SOFTDEVICE, FwType.BOOTLOADER
@@ -119,7 +109,9 @@ def test_fixture_facts_the_device_would_refuse_are_caught_early(key_a: ec.Ellipt
     with pytest.raises(PackageError, match=r"hw_version 51, but the target is hw_version 52"):
         load_package(shared_fixture("app_v3_hw51_signed.zip"), hw_version=52)
     with pytest.raises(PackageError, match="unsigned but a public key was given"):
-        load_package(shared_fixture("app_v2_unsigned.zip"), public_key=key_a)
+        load_package(shared_fixture("app_v2_unsigned.zip"), public_key=key_a, require_signature=True)
+    # A key alone verifies what is signed; only the requirement refuses what is not.
+    assert not load_package(shared_fixture("app_v2_unsigned.zip"), public_key=key_a).is_signed
     with pytest.raises(PackageError, match="does not verify"):
         load_package(shared_fixture("app_v2_signed.zip"), public_key=PUBLIC)
 
@@ -179,7 +171,7 @@ def test_deflated_entries_and_unreferenced_files_are_accepted(tmp_path: Path) ->
     assert package.images[0].firmware == app.firmware
 
 
-@pytest.mark.parametrize(("sd_req", "replaces"), [((0xAF,), False), ((0x00, 0xAF), True), ((), True)])
+@pytest.mark.parametrize(("sd_req", "replaces"), [((0xAF,), False), ((0x00, 0xAF), True), ((0x00,), True)])
 def test_app_that_erases_the_softdevice_is_flagged(
     tmp_path: Path, sd_req: tuple[int, ...], replaces: bool
 ) -> None:
@@ -199,407 +191,24 @@ def test_softdevice_info_and_version_text() -> None:
     assert format_sd_version(7_002_010) == "7.2.10"
 
 
-# --- hostile and broken packages ----------------------------------------------------------------
-
-Build = Callable[[Path], Path]
+# --- hostile packages (the whole corpus runs through the CLI in tests/test_hostile.py) -------------
 
 
-def zipped(*images: ImageFiles, **entry_options: Any) -> Build:
-    """A package of ``images``, with package_entries options (manifest_json, replace_entries, drop)."""
-    return lambda d: write_zip(d / "package.zip", package_entries(*images, **entry_options))
-
-
-def zipped_with(*extra: Entry) -> Build:
-    """A valid app package plus ``extra`` entries (or replacements, by name)."""
-    return zipped(app, replace_entries=extra)
-
-
-def raw_file(name: str, data: bytes) -> Build:
-    def build(d: Path) -> Path:
-        (d / name).write_bytes(data)
-        return d / name
-
-    return build
-
-
-def bare(image: ImageFiles, drop: str = "") -> Build:
-    def build(d: Path) -> Path:
-        bin_path = write_pair(d, image)
-        if drop:
-            bin_path.with_suffix(drop).unlink()
-        return bin_path.with_suffix(".dat" if drop == ".bin" else ".bin")
-
-    return build
-
-
-def sparse_file(name: str, size: int) -> Build:
-    def build(d: Path) -> Path:
-        with (d / name).open("wb") as file:
-            file.truncate(size)
-        return d / name
-
-    return build
-
-
-def directory(d: Path) -> Path:
-    (d / "package.zip").mkdir()
-    return d / "package.zip"
-
-
-def manifest_of(document: str) -> Build:
-    return zipped(app, manifest_json=document.encode())
-
-
-def app_with(**fields: Any) -> Build:
-    return zipped(make_image(APP, **fields))
-
-
-def long_signer(data: bytes) -> bytes:
-    return b"\x01" * 63
-
-
-VALID_ZIP = zip_bytes(package_entries(app))
-PACKAGE_OPTIONS = MappingProxyType({"public_key": PUBLIC, "hw_version": 52})
-
-
-class Case(NamedTuple):
-    """A broken package, the error class load_package must raise and a phrase its message must hold."""
-
-    id: str
-    build: Build
-    error: type[McuUpdaterError]
-    phrase: str
-    options: Mapping[str, Any] = MappingProxyType({})
-
-
-CORPUS = [
-    Case("missing-file", lambda d: d / "absent.zip", InputMissingError, "does not exist"),
-    Case("directory", directory, InputMissingError, "is a directory"),
-    Case("empty-file", raw_file("p.zip", b""), PackageError, "is empty"),
-    Case("not-a-zip", raw_file("p.zip", b"hello, world"), PackageError, "not a valid zip archive"),
-    Case("hex-file", raw_file("app.hex", b":020000040000FA\n"), PackageError, "not a valid zip archive"),
-    Case(
-        "truncated-zip", raw_file("p.zip", VALID_ZIP[: len(VALID_ZIP) // 2]), PackageError, "not a valid zip"
-    ),
-    Case("package-too-large", sparse_file("p.zip", PACKAGE_FILE_MAX + 1), PackageError, "larger than"),
-    Case("path-traversal", zipped_with(Entry("../evil.bin", b"x")), PackageError, "'../evil.bin' climbs out"),
-    Case("nested-traversal", zipped_with(Entry("a/../../x", b"x")), PackageError, "climbs out"),
-    Case("absolute-path", zipped_with(Entry("/etc/cron.d/x", b"x")), PackageError, "is an absolute path"),
-    Case("backslash-name", zipped_with(Entry("..\\evil.bin", b"x")), PackageError, "contains a backslash"),
-    Case("drive-letter", zipped_with(Entry("C:/evil.bin", b"x")), PackageError, "starts with a drive letter"),
-    Case(
-        "duplicate-entry",
-        lambda d: write_zip(d / "p.zip", [*package_entries(app), Entry("app.bin", b"evil")]),
-        PackageError,
-        "'app.bin' appears twice",
-    ),
-    Case(
-        "encrypted-entry", zipped_with(Entry("app.bin", app.firmware, flags=1)), PackageError, "is encrypted"
-    ),
-    Case(
-        "bzip2-entry",
-        zipped_with(Entry("app.bin", app.firmware, method=12)),
-        PackageError,
-        "compression method 12",
-    ),
-    Case(
-        "too-many-entries",
-        zipped_with(*(Entry(f"junk{i}.txt", b"") for i in range(40))),
-        PackageError,
-        "has 43 entries",
-    ),
-    Case(
-        "zip-bomb",
-        zipped_with(Entry("app.bin", payload=bomb_payload(GIB), declared_size=GIB, method=8)),
-        PackageError,
-        f"'app.bin' declares {GIB} bytes uncompressed",
-    ),
-    Case(
-        "unreferenced-zip-bomb",
-        zipped_with(Entry("extra.bin", payload=bomb_payload(GIB), declared_size=GIB, method=8)),
-        PackageError,
-        "'extra.bin' declares",
-    ),
-    Case(
-        "compression-ratio",
-        zipped_with(Entry("app.bin", bytes(400 * 1024), deflate=True)),
-        PackageError,
-        "compression ratio of",
-    ),
-    Case(
-        "header-understates-size",
-        zipped_with(Entry("app.bin", payload=bomb_payload(GIB), declared_size=len(app.firmware), method=8)),
-        PackageError,
-        "'app.bin' is corrupt or does not match its header",
-    ),
-    Case(
-        "header-overstates-size",
-        zipped_with(Entry("app.bin", app.firmware, declared_size=len(app.firmware) + 4)),
-        PackageError,
-        f"holds {len(app.firmware)} bytes but does not match its header",
-    ),
-    Case("no-manifest", zipped(app, drop=[MANIFEST_NAME]), PackageError, "has no manifest.json"),
-    Case(
-        "manifest-too-large",
-        manifest_of(" " * (70 * 1024) + "{}"),
-        PackageError,
-        "manifest 'manifest.json' is 71682 bytes; it can be at most 65536",
-    ),
-    Case("manifest-not-json", manifest_of("{'manifest': }"), PackageError, "manifest.json is not valid JSON"),
-    Case("manifest-not-utf8", zipped(app, manifest_json=b"\xff\xfe{}"), PackageError, "not valid JSON"),
-    Case("manifest-deep-nesting", manifest_of("[" * 50_000), PackageError, "not valid JSON"),
-    Case("manifest-not-object", manifest_of("[1, 2]"), PackageError, "is not a JSON object"),
-    Case("manifest-key-missing", manifest_of('{"images": {}}'), PackageError, 'has no "manifest" object'),
-    Case(
-        "manifest-duplicate-key",
-        manifest_of('{"manifest": {"application": 1, "application": 2}}'),
-        PackageError,
-        "'application' appears twice",
-    ),
-    Case(
-        "unknown-image-key",
-        manifest_of('{"manifest": {"external_application": {"bin_file": "a", "dat_file": "b"}}}'),
-        PackageError,
-        "unknown image 'external_application'",
-    ),
-    Case("no-images", manifest_of('{"manifest": {}}'), PackageError, "lists no images"),
-    Case(
-        "image-entry-not-strings",
-        manifest_of('{"manifest": {"application": {"bin_file": 7, "dat_file": "app.dat"}}}'),
-        PackageError,
-        '"application" needs string "bin_file" and "dat_file"',
-    ),
-    Case(
-        "image-entry-not-object",
-        manifest_of('{"manifest": {"application": "app.bin"}}'),
-        PackageError,
-        '"application" needs string',
-    ),
-    Case("missing-bin", zipped(app, drop=["app.bin"]), PackageError, "names 'app.bin' for \"application\""),
-    Case("missing-dat", zipped(app, drop=["app.dat"]), PackageError, "names 'app.dat' for \"application\""),
-    Case("bl-plus-app", zipped(bl, app), PackageError, "combines application \\+ bootloader"),
-    Case("sd-plus-bl", zipped(sd, bl), PackageError, "combines bootloader \\+ softdevice"),
-    Case("sdbl-plus-sd", zipped(sd_bl, sd), PackageError, "combines softdevice \\+ softdevice_bootloader"),
-    Case(
-        "sdbl-metadata-mismatch",
-        zipped(replace(sd_bl, metadata={"bl_size": 4096, "sd_size": 0x9000})),
-        PackageError,
-        "info_read_only_metadata bl_size=4096 disagrees with the init packet's bl_size=2048",
-    ),
-    Case(
-        "sdbl-metadata-not-number",
-        zipped(replace(sd_bl, metadata={"sd_size": "36864"})),
-        PackageError,
-        "info_read_only_metadata sd_size='36864'",
-    ),
-    Case(
-        "sdbl-metadata-not-object",
-        zipped(
-            sd_bl,
-            manifest_json=json.dumps(
-                {
-                    "manifest": {
-                        "softdevice_bootloader": {**sd_bl.manifest_entry(), "info_read_only_metadata": [1]}
-                    }
-                }
-            ).encode(),
-        ),
-        PackageError,
-        "info_read_only_metadata is not an object",
-    ),
-    Case(
-        "oversized-dat",
-        zipped_with(Entry("app.dat", bytes(300))),
-        PackageError,
-        "init packet 'app.dat' is 300 bytes; it can be at most 256",
-    ),
-    Case(
-        "undecodable-dat",
-        zipped_with(Entry("app.dat", b"\xff" * 40)),
-        PackageError,
-        "app.dat: init packet does not decode",
-    ),
-    Case("empty-dat", zipped_with(Entry("app.dat", b"")), PackageError, "neither a command nor a signed"),
-    Case("wrong-type-for-slot", zipped(replace(bl, slot="application")), PackageError, "type BOOTLOADER in"),
-    Case("no-type", app_with(fw_type=None), PackageError, "has no valid firmware type"),
-    Case(
-        "hash-mismatch",
-        zipped(replace(app, firmware=flip(app.firmware, 100))),
-        PackageError,
-        "SHA-256 of app.bin",
-    ),
-    Case("hash-type-crc", app_with(hash_type=HashType.CRC), PackageError, "hash type CRC"),
-    Case("no-hash", app_with(hash=None), PackageError, "has no firmware hash"),
-    Case("short-hash", app_with(hash=bytes(16)), PackageError, "16-byte hash"),
-    Case(
-        "size-mismatch",
-        app_with(app_size=8192),
-        PackageError,
-        "app_size says 8192 bytes but app.bin holds 4096",
-    ),
-    Case(
-        "not-word-multiple",
-        zipped(make_image(APP, firmware(4094))),
-        PackageError,
-        "4094 bytes, not a multiple of 4",
-    ),
-    Case("empty-bin", zipped(make_image(APP, b"")), PackageError, "app.bin is empty"),
-    Case(
-        "image-too-large",
-        zipped(make_image(APP, firmware(FIRMWARE_MAX + 4))),
-        PackageError,
-        f"'app.bin' declares {FIRMWARE_MAX + 4} bytes",
-    ),
-    Case(
-        "bare-image-too-large",
-        bare(make_image(APP, firmware(FIRMWARE_MAX + 4))),
-        PackageError,
-        f"larger than {FIRMWARE_MAX} bytes",
-    ),
-    Case(
-        "sd-without-info-struct",
-        zipped(make_image(SD, softdevice_firmware(magic=0))),
-        PackageError,
-        "no SoftDevice info struct at offset 0x2000",
-    ),
-    Case(
-        "sd-too-short",
-        zipped(make_image(SD, firmware(4096))),
-        PackageError,
-        "too short to hold the SoftDevice",
-    ),
-    Case(
-        "sd-info-too-small",
-        zipped(make_image(SD, softdevice_firmware(info_size=0x14))),
-        PackageError,
-        "info struct size 0x14 is too small",
-    ),
-    Case(
-        "sd-end-address-short",
-        zipped(make_image(SD, softdevice_firmware(end_address=0x9000))),
-        PackageError,
-        "end address 0x9000 lies before the end",
-    ),
-    Case(
-        "sdbl-without-info-struct",
-        zipped(make_image(SD_BL, softdevice_firmware(magic=1) + firmware(2048), sd_size=0x9000)),
-        PackageError,
-        "softdevice_bootloader sd_bl.bin: no SoftDevice info struct",
-    ),
-    Case(
-        "bootloader-too-large", zipped(make_image(BL, firmware(0x6004))), PackageError, "exceeds the 0x6000"
-    ),
-    Case("no-fw-version", app_with(fw_version=None), PackageError, "has no fw_version"),
-    Case(
-        "bl-no-fw-version",
-        zipped(make_image(BL, fw_version=None)),
-        PackageError,
-        "no fw_version, which a bootl",
-    ),
-    Case("no-hw-version", app_with(hw_version=None), PackageError, "has no hw_version"),
-    Case(
-        "hw-version-mismatch",
-        app_with(hw_version=51),
-        PackageError,
-        "built for hw_version 51, but the target is hw_version 52",
-        {"hw_version": 52},
-    ),
-    Case("sd-req-fffe", app_with(sd_req=(0xAF, 0xFFFE)), PackageError, "sd_req 0xFFFE"),
-    Case(
-        "app-ignores-new-softdevice",
-        zipped(sd, app),
-        PackageError,
-        "requires SoftDevice FWID 0xAF, not the package's own SoftDevice 6.1.1",
-    ),
-    Case(
-        "unsigned-with-key",
-        app_with(key=None),
-        PackageError,
-        "unsigned but a public key was given",
-        PACKAGE_OPTIONS,
-    ),
-    Case(
-        "unsigned-but-required",
-        app_with(key=None),
-        PackageError,
-        "unsigned but a signature is required",
-        {"require_signature": True},
-    ),
-    Case(
-        "unsigned-bootloader-with-key",
-        zipped(make_image(BL, key=None)),
-        PackageError,
-        "bootloader bl.dat is unsigned",
-        PACKAGE_OPTIONS,
-    ),
-    Case("wrong-key", app_with(key=OTHER_KEY), PackageError, "signature does not verify", PACKAGE_OPTIONS),
-    Case("short-signature", app_with(signer=long_signer), PackageError, "63-byte signature", PACKAGE_OPTIONS),
-    Case(
-        "ed25519-signature",
-        zipped(replace(app, dat=retype_signature(app.dat, SignatureType.ED25519))),
-        PackageError,
-        "signed with ED25519",
-        PACKAGE_OPTIONS,
-    ),
-    Case(
-        "init-command-too-long-to-verify",
-        app_with(extra=bytes([0x52, 80]) + bytes(80)),
-        PackageError,
-        r"InitCommand is 1\d\d bytes",
-        PACKAGE_OPTIONS,
-    ),
-    Case(
-        "bare-pair-without-dat", bare(app, drop=".dat"), InputMissingError, "app.bin needs app.dat beside it"
-    ),
-    Case(
-        "bare-pair-without-bin", bare(app, drop=".bin"), InputMissingError, "app.dat needs app.bin beside it"
-    ),
-    Case(
-        "bare-pair-without-type", bare(make_image(APP, fw_type=None)), PackageError, "no valid firmware type"
-    ),
-]
-
-
-@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CORPUS])
-def test_hostile_package_is_refused(tmp_path: Path, case: Case) -> None:
-    with pytest.raises(McuUpdaterError) as caught:
-        load_package(case.build(tmp_path), **case.options)
-    assert type(caught.value) is case.error
-    assert re.search(case.phrase, caught.value.message), caught.value.message
-    assert caught.value.hint
-    assert "\n" not in str(caught.value)
-
-
-def test_corpus_is_large_and_distinct() -> None:
-    assert len({case.id for case in CORPUS}) == len(CORPUS) >= 30
-
-
-def test_refusals_name_the_fix(tmp_path: Path) -> None:
-    hints = {
-        "hw-version-mismatch": "--hw-version 52",
-        "sd-req-fffe": "--sd-req <FWID",
-        "init-command-too-long-to-verify": "rebuild without --app-boot-validation VALIDATE_ECDSA_P256_SHA256",
-        "app-ignores-new-softdevice": "--sd-id 0xB7",
-    }
-    cases = {case.id: case for case in CORPUS}
-    for name, hint in hints.items():
-        folder = tmp_path / name
-        folder.mkdir()
-        with pytest.raises(PackageError) as caught:
-            load_package(cases[name].build(folder), **cases[name].options)
-        assert hint in caught.value.hint
+def test_unsigned_package_is_refused_when_a_signature_is_required(tmp_path: Path) -> None:
+    """The daemon's policy.require_signature path, which flash (a key implies it) cannot spell alone."""
+    path = write_package(tmp_path / "p.zip", make_image(APP, key=None))
+    with pytest.raises(PackageError, match="unsigned but a signature is required"):
+        load_package(path, require_signature=True)
 
 
 def test_zip_bomb_is_refused_without_inflating(tmp_path: Path) -> None:
     path = zipped_with(Entry("app.bin", payload=bomb_payload(GIB), declared_size=GIB, method=8))(tmp_path)
     tracemalloc.start()
-    started = time.perf_counter()
     with pytest.raises(PackageError, match="declares"):
         load_package(path)
-    elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert elapsed < 1.0
+    # Inflating even a slice of the declared gigabyte would show in the peak.
     assert peak < 8 * path.stat().st_size
 
 
