@@ -23,6 +23,11 @@ CACHE: Final = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / 
 VENV: Final = CACHE / f"nrfutil-{VERSION}"
 
 
+def _is_python310(interpreter: str) -> bool:
+    probe = [interpreter, "-c", "import sys; sys.exit(sys.version_info[:2] != (3, 10))"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
 def _python310() -> str:
     candidates = [
         os.environ.get("MCU_UPDATER_PYTHON310", ""),
@@ -30,7 +35,8 @@ def _python310() -> str:
         str(Path.home() / ".pyenv/versions/3.10.13/bin/python"),
     ]
     for candidate in candidates:
-        if candidate and Path(candidate).exists():
+        # A pyenv shim named python3.10 exists even where that version is not selected, and fails.
+        if candidate and Path(candidate).exists() and _is_python310(candidate):
             return candidate
     pytest.fail(
         "nrfutil 6.1.7 needs a Python 3.10 interpreter: set MCU_UPDATER_PYTHON310 or install python3.10"
