@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -101,23 +102,35 @@ class ControlServer:
         self._gid = group_id(self.group) if self.group is not None else None
         try:
             self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            # The mode is right from bind() on: no moment where others could connect.
-            old_umask = os.umask(0o177 if self._gid is None else 0o117)
-            try:
-                self._server = await asyncio.start_unix_server(
-                    self._serve, path=self.path, limit=REQUEST_MAX + 1
-                )
-            finally:
-                os.umask(old_umask)
-            if self._gid is not None:
-                os.chown(self.path, -1, self._gid)
+            listening = self._bind_in_place()
+            self._server = await asyncio.start_unix_server(self._serve, sock=listening, limit=REQUEST_MAX + 1)
         except OSError as exc:
             raise LinkError(
                 f"cannot create the control socket {self.path}: {exc.strerror}",
                 "set runtime_dir to a writable directory (systemd: RuntimeDirectory=mcu-updater)",
             ) from exc
+
+    def _bind_in_place(self) -> socket.socket:
+        """The socket, bound and given its final mode and group inside a private (0700) directory, then
+        renamed into place: it is never reachable with a wider mode, and the process-wide umask is left
+        alone (other threads create files meanwhile)."""
+        private = Path(tempfile.mkdtemp(prefix=".control-", dir=self.path.parent))
+        staged = private / self.path.name
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listening.bind(str(staged))
+            staged.chmod(0o600 if self._gid is None else 0o660)
+            if self._gid is not None:
+                os.chown(staged, -1, self._gid)
+            staged.replace(self.path)
+        except OSError:
+            listening.close()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                staged.unlink()
+            private.rmdir()
+        return listening
 
     async def close(self) -> None:
         if self._server is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import grp
 import json
@@ -45,6 +46,34 @@ async def test_commands_round_trip_on_an_owner_only_socket(tmp_path: Path) -> No
         await server.close()
     assert calls == ["trigger"]
     assert not server.path.exists()
+
+
+async def test_starting_leaves_the_process_umask_alone(tmp_path: Path) -> None:
+    # The umask is process-wide: what other tasks and threads create while the socket starts (a state
+    # file, a venv a test builds) must keep its modes.
+    seen: set[int] = set()
+
+    async def watch() -> None:
+        while True:
+            current = os.umask(0o022)
+            os.umask(current)
+            seen.add(current)
+            await asyncio.sleep(0)
+
+    previous = os.umask(0o022)
+    try:
+        watcher = asyncio.create_task(watch())
+        for _ in range(3):
+            server = ControlServer(tmp_path / "run" / "control.sock", {})
+            await server.start()
+            await server.close()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    finally:
+        os.umask(previous)
+    assert seen == {0o022}
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 async def test_no_daemon_is_reported_clearly(tmp_path: Path) -> None:
