@@ -71,7 +71,10 @@ def add_serial_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mcu-updater", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="mcu-updater",
+        description="Keep the firmware of a wired nRF52 (nRF5 SDK 15.2 serial DFU bootloader) up to date.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
