@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mcu_updater.errors import McuUpdaterError
-from mcu_updater.hw.specs import Backend
 
 # The parser is built for every command: the configuration, GPIO, serial and package modules are imported
 # only when the doctor runs, so `flash` stays light.
@@ -316,6 +315,8 @@ class _Doctor:
     # --- GPIO ---
 
     def check_gpio(self, config: Config) -> None:
+        from mcu_updater.hw.specs import Backend  # noqa: PLC0415
+
         backend = config.gpio.backend
         if backend is not Backend.GPIOD:
             self.add("gpio", Level.SKIP, f"gpio.backend is {backend}: no GPIO lines to check")
