@@ -12,6 +12,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -74,6 +75,7 @@ class DaemonProcess:
     """`mcu-updater run --config FILE` as systemd runs it: with a NOTIFY_SOCKET, ready at READY=1."""
 
     def __init__(self, config: Path, notify_path: Path) -> None:
+        self.config = config
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(notify_path))
         self.notify.settimeout(60)
@@ -88,6 +90,14 @@ class DaemonProcess:
     def wait_ready(self) -> None:
         while "READY=1" not in self.messages:
             self.messages.append(self.notify.recv(4096).decode())
+
+    def last_run(self) -> dict[str, Any]:
+        """The last run's record, as `mcu-updater status --json` reports it."""
+        status = run_cli("status", "--json", "--config", str(self.config))
+        assert status.exit_code == 0, status.stderr
+        record = json.loads(status.stdout)["last_run"]
+        assert isinstance(record, dict), status.stdout
+        return record
 
     def stop(self) -> str:
         """SIGTERM; assert a clean exit; return its stderr."""

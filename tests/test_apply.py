@@ -284,23 +284,19 @@ def test_jobs_are_handed_to_a_running_daemon(tmp_path: Path) -> None:
 
 
 def test_firmware_applied_keeps_the_nrf52_at_the_last_applied_package(tmp_path: Path) -> None:
-    def last_run() -> dict[str, Any]:
-        status = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
-        return dict(status["last_run"])
-
     # The azure-sample bootloader takes older versions, so someone can flash one behind our back.
     with signed_sim(tmp_path, "--profile", "azure-sample") as sim:
         config = write_config(tmp_path, sim.port, firmware="applied")
         with DaemonProcess(config, tmp_path / "notify") as daemon:
             daemon.wait_ready()
-            assert last_run()["result"] == "nothing-applied"
+            assert daemon.last_run()["result"] == "nothing-applied"
             assert job("apply", config, "app_v2_signed.zip")[-1]["sent"] == ["application"]
 
             older = run_cli("flash", str(shared_fixture("app_v1_signed_downgrade.zip")), "--port", sim.port)
             assert older.exit_code == 0, older.stderr
             assert run_cli("trigger", "--config", str(config)).exit_code == 0
-            wait_for(lambda: last_run()["package"] == "", "the triggered run")
-            reconciled = last_run()
+            wait_for(lambda: daemon.last_run()["package"] == "", "the triggered run")
+            reconciled = daemon.last_run()
             daemon.stop()
         summary = sim.stop()
     assert (reconciled["result"], reconciled["sent"]) == ("updated", ["application"])

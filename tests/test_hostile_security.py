@@ -4,16 +4,12 @@ downgrade refusal, and no network listener."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,7 @@ from mcu_updater.dfu.initpacket import FwType
 from tests.conftest import shared_fixture
 from tests.nrfutil import nrfutil
 from tests.packages import TEST_KEY, make_image, write_package
-from tests.simproc import CLI, FAST_BAUD, SimulatorProcess, run_cli
+from tests.simproc import FAST_BAUD, DaemonProcess, SimulatorProcess, run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,19 +35,6 @@ def images_received(summary: str) -> list[str]:
     return re.findall(r"^image: (\w+ v\d+)", summary, re.MULTILINE)
 
 
-@dataclass
-class Daemon:
-    process: subprocess.Popen[str]
-    config: Path
-
-    def last_run(self) -> dict[str, object]:
-        status = run_cli("status", "--json", "--config", str(self.config))
-        assert status.exit_code == 0, status.stderr
-        record = json.loads(status.stdout)["last_run"]
-        assert isinstance(record, dict)
-        return record
-
-
 def write_config(folder: Path, port: str, firmware: Path, **sections: str) -> Path:
     path = folder / "mcu-updater.yaml"
     extra = "".join(f"{name}:\n{textwrap.indent(body, '  ')}" for name, body in sections.items())
@@ -63,31 +46,12 @@ def write_config(folder: Path, port: str, firmware: Path, **sections: str) -> Pa
 
 
 @contextmanager
-def daemon(config: Path) -> Iterator[Daemon]:
-    """`mcu-updater run` until its start-up run is over (READY=1), then SIGTERM."""
-    notify_path = config.parent / "notify"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
-    notify.settimeout(60)
-    process = subprocess.Popen(
-        [*CLI, "run", "--config", str(config)],
-        env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        while "READY=1" not in notify.recv(4096).decode():
-            pass
-        yield Daemon(process, config)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-        assert process.returncode == 0, err
-        assert "Traceback" not in err
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        notify.close()
+def daemon(config: Path) -> Iterator[DaemonProcess]:
+    """`mcu-updater run` from the end of its start-up run (READY=1) to a clean SIGTERM exit."""
+    with DaemonProcess(config, config.parent / "notify") as running:
+        running.wait_ready()
+        yield running
+        running.stop()
 
 
 def flash(sim: SimulatorProcess, package: str, *extra: str) -> tuple[int, str]:
