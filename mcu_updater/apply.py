@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 from pathlib import Path
@@ -28,12 +27,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # the modules behind these load only when a job runs, so `flash` stays light
     from mcu_updater.config import Config
+    from mcu_updater.console import Renderer
     from mcu_updater.jobs import Emit, Job, JobKind
 
 LOCK_WAIT: Final = 600.0
 """How long a standalone job waits for another run to release the run lock before exit 75."""
-PROGRESS_STEP: Final = 10
-"""A human progress line every 10 %."""
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -79,17 +77,29 @@ def run_verify(args: argparse.Namespace) -> int:
     return _run_job_command(args, JobKind.VERIFY)
 
 
+def _finish(output: Renderer, result: dict[str, Any]) -> None:
+    """The result: a record in JSON mode, its message otherwise; a failure on stderr either way."""
+    if output.json_lines:
+        output.record(result)
+    elif result["ok"]:
+        print(result["message"], flush=True)
+    if not result["ok"]:
+        hint = f"; {result['hint']}" if result.get("hint") else ""
+        print(f"mcu-updater: error: {result['message']}{hint}", file=sys.stderr, flush=True)
+
+
 def _run_job_command(args: argparse.Namespace, kind: JobKind) -> int:
     args.package = args.package.absolute()  # the daemon may run elsewhere; the record names it fully
     return asyncio.run(_job_command(args, kind))
 
 
 async def _job_command(args: argparse.Namespace, kind: JobKind) -> int:
+    from mcu_updater.console import Renderer  # noqa: PLC0415
     from mcu_updater.errors import McuUpdaterError, TransientError  # noqa: PLC0415
     from mcu_updater.jobs import error_result, installed_versions  # noqa: PLC0415
     from mcu_updater.state import StateStore  # noqa: PLC0415
 
-    output = JobOutput(json_lines=args.json)
+    output = Renderer(json_lines=args.json)
     known: dict[str, int] = {}
     # An engine that gives up sends SIGTERM: the job is cut cleanly (the target returned to its
     # application, the run recorded) and the result still written. A daemon's job goes on regardless.
@@ -104,7 +114,7 @@ async def _job_command(args: argparse.Namespace, kind: JobKind) -> int:
         config = load_config(args.config)
         known = installed_versions(StateStore(config.state_dir).load().inventory)
         job = await _prepare(config, args, kind)
-        result = await submit(config, job, output.emit)
+        result = await submit(config, job, output.record)
     except McuUpdaterError as error:
         result = error_result(error, known)
     except asyncio.CancelledError:
@@ -113,7 +123,7 @@ async def _job_command(args: argparse.Namespace, kind: JobKind) -> int:
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
-    output.finish(result)
+    _finish(output, result)
     return int(result["exit_code"])
 
 
@@ -179,58 +189,3 @@ async def run_here(config: Config, job: Job, emit: Emit) -> dict[str, Any]:
         return await runner.run_job(job, emit, lock_timeout=LOCK_WAIT)
     finally:
         lines.close()
-
-
-class JobOutput:
-    """A job's records as NDJSON, or as a few readable lines; the result's failure on stderr either way."""
-
-    def __init__(self, *, json_lines: bool) -> None:
-        self.json_lines = json_lines
-        self._next_percent = 0
-
-    def emit(self, record: dict[str, Any]) -> None:
-        if self.json_lines:
-            print(json.dumps(record, separators=(",", ":")), flush=True)
-            return
-        line = self._human(record)
-        if line is not None:
-            print(line, flush=True)
-
-    def finish(self, result: dict[str, Any]) -> None:
-        if self.json_lines:
-            self.emit(result)
-        elif result["ok"]:
-            print(result["message"], flush=True)
-        if not result["ok"]:
-            hint = f"; {result['hint']}" if result.get("hint") else ""
-            print(f"mcu-updater: error: {result['message']}{hint}", file=sys.stderr, flush=True)
-
-    def _human(self, record: dict[str, Any]) -> str | None:
-        match record.get("event"):
-            case "inventory":
-                listed = ", ".join(f"{i['type']} {i['version']} ({i['length']} B)" for i in record["images"])
-                return f"device: {listed or 'nothing installed'}"
-            case "plan":
-                return "\n".join(
-                    f"  {i['action']:7} {i['name']} v{i['version']} ({i['size']} B): {i['reason']}"
-                    for i in record["images"]
-                )
-            case "image_started":
-                self._next_percent = 0
-                return f"sending {record['name']} v{record['version']} ({record['size']} B)"
-            case "progress":
-                percent = 100 * record["offset"] // max(record["total"], 1)
-                if percent < self._next_percent:
-                    return None
-                self._next_percent = percent + PROGRESS_STEP
-                return f"  {record['image']} {percent} %"
-            case "image_sent":
-                return f"sent {record['name']} in {record['seconds']:.2f} s"
-            case "activated":
-                return f"{record['name']} activated"
-            case "accepted":
-                later = ", after its current run" if record["queued"] else ""
-                return f"handed to the running daemon{later}"
-            case "waiting" | "retrying":
-                return str(record["message"])
-        return None

@@ -1,4 +1,7 @@
-"""Render update-run events for people (a progress bar on a TTY, plain lines otherwise) or as NDJSON."""
+"""Render update-run events for people (a progress bar on a TTY, plain lines otherwise) or as NDJSON.
+
+People see what the NDJSON says: both are drawn from the same record (``event_json``), so a job the
+daemon streams back as records reads exactly like a `flash` run."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ def _image_json(image: Image) -> dict[str, Any]:
         "version": image.version,
         "size": image.size,
         "sha256": image.sha256.hex(),
+        "label": image.label,
     }
 
 
@@ -99,7 +103,8 @@ def event_json(event: Event) -> dict[str, Any]:
 
 
 class Renderer:
-    """Human or JSON output of one run."""
+    """Human or JSON output of one run's records: its events', and those a job adds (``accepted``,
+    ``waiting``, ``retrying``)."""
 
     def __init__(self, *, json_lines: bool, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -109,10 +114,13 @@ class Renderer:
         self._bar_open = False
 
     def emit(self, event: Event) -> None:
+        self.record(event_json(event))
+
+    def record(self, record: dict[str, Any]) -> None:
         if self.json_lines:
-            self._line(json.dumps(event_json(event), separators=(",", ":")))
-            return
-        self._human(event)
+            self._line(json.dumps(record, separators=(",", ":")))
+        else:
+            self._human(record)
 
     def error(self, record: dict[str, Any]) -> None:
         """The failure record in JSON mode (the one-line message goes to stderr either way)."""
@@ -126,38 +134,43 @@ class Renderer:
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    def _human(self, event: Event) -> None:
-        match event:
-            case Connected(seconds=seconds, mtu=mtu):
-                self._line(f"bootloader answered after {seconds:.2f} s (MTU {mtu})")
-            case InventoryRead(inventory=inventory):
-                if not inventory.known:
-                    self._line("device: the bootloader does not report its inventory")
-                else:
-                    listed = ", ".join(f"{i.kind} {i.version} ({i.length} B)" for i in inventory.images)
-                    self._line(f"device: {listed or 'nothing installed'}")
-            case Planned(items=items):
-                for item in items:
-                    self._line(f"  {item.action.value:7} {item.image.label}: {item.reason}")
-            case ImageStarted(image=image):
+    def _human(self, r: dict[str, Any]) -> None:
+        match r["event"]:
+            case "connected":
+                self._line(f"bootloader answered after {r['ready_after_s']:.2f} s (MTU {r['mtu']})")
+            case "inventory" if not r["known"]:
+                self._line("device: the bootloader does not report its inventory")
+            case "inventory":
+                listed = ", ".join(f"{i['type']} {i['version']} ({i['length']} B)" for i in r["images"])
+                self._line(f"device: {listed or 'nothing installed'}")
+            case "plan":
+                for item in r["images"]:
+                    self._line(f"  {item['action']:7} {item['label']}: {item['reason']}")
+            case "image_started":
                 self._next_plain = 0.0
-                self._line(f"sending {image.label}")
-            case ImageProgress(progress=p):
-                self._progress(p.fraction, p.offset, p.total, p.throughput, p.eta)
-            case ImageSent(image=image, seconds=seconds, bytes_resent=resent, retries=retries):
-                extra = f", {retries} retries, {resent} B re-sent" if retries else ""
-                rate = image.size / seconds if seconds > 0 else 0.0
-                self._line(f"sent {image.label} in {seconds:.2f} s ({_kib(rate)}/s{extra})")
-            case Activated(image=image, seconds=seconds):
-                self._line(f"{image.name} activated; bootloader back after {seconds:.2f} s")
-            case Finished(sent=sent, skipped=skipped, seconds=seconds, firmware_bytes=nbytes):
-                if not sent:
-                    self._line(f"nothing to do: every image is already installed ({seconds:.2f} s)")
-                else:
-                    rate = nbytes / seconds if seconds > 0 else 0.0
-                    names = ", ".join(s.image.name for s in sent)
-                    skip = f"; skipped {', '.join(i.image.name for i in skipped)}" if skipped else ""
-                    self._line(f"done: {names} ({nbytes} B) in {seconds:.2f} s, {_kib(rate)}/s overall{skip}")
+                self._line(f"sending {r['label']}")
+            case "progress":
+                fraction = r["offset"] / r["total"] if r["total"] else 1.0
+                self._progress(fraction, r["offset"], r["total"], r["bytes_per_s"], r["eta_s"])
+            case "image_sent":
+                extra = f", {r['retries']} retries, {r['bytes_resent']} B re-sent" if r["retries"] else ""
+                rate = r["size"] / r["seconds"] if r["seconds"] > 0 else 0.0
+                self._line(f"sent {r['label']} in {r['seconds']:.2f} s ({_kib(rate)}/s{extra})")
+            case "activated":
+                self._line(f"{r['name']} activated; bootloader back after {r['seconds']:.2f} s")
+            case "finished" if not r["sent"]:
+                self._line(f"nothing to do: every image is already installed ({r['seconds']:.2f} s)")
+            case "finished":
+                skip = f"; skipped {', '.join(r['skipped'])}" if r["skipped"] else ""
+                self._line(
+                    f"done: {', '.join(r['sent'])} ({r['firmware_bytes']} B) in {r['seconds']:.2f} s, "
+                    f"{_kib(r['bytes_per_s'] or 0.0)}/s overall{skip}"
+                )
+            case "accepted":
+                later = ", after its current run" if r["queued"] else ""
+                self._line(f"handed to the running daemon{later}")
+            case "waiting" | "retrying":
+                self._line(str(r["message"]))
 
     def _progress(self, fraction: float, offset: int, total: int, rate: float, eta: float | None) -> None:
         eta_text = f"ETA {eta:.0f} s" if eta is not None else "ETA --"
